@@ -1,0 +1,1 @@
+"""The ``graphite-istat`` command line: argument parsing and printing only."""

@@ -1,0 +1,1 @@
+"""Carbon wire protocols: bytes in, ``WriteBatch`` out. Pure functions, no sockets."""

@@ -1,0 +1,78 @@
+"""The unit of work handed to the store: many points as three parallel arrays.
+
+``WriteBatch`` is what every producer (the receiver's parsers, the carbon
+plugin, the command line, importers) builds and what ``Store.write`` consumes.
+Timestamps are whole seconds (carbon truncates them the same way); values are
+float64. Validation of values and timestamps against retentions happens in the
+store, which knows them, so every producer gets the same rules and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Points to store: ``names[i]`` had ``values[i]`` at ``timestamps[i]``."""
+
+    names: Sequence[str]
+    timestamps: np.ndarray  # int64 seconds since the epoch
+    values: np.ndarray  # float64
+
+    @classmethod
+    def from_points(cls, points: Sequence[tuple[str, float, float]]) -> WriteBatch:
+        """Build a batch from ``(name, timestamp, value)`` tuples (timestamps floored)."""
+        names = [p[0] for p in points]
+        ts = np.floor(np.array([p[1] for p in points], dtype=np.float64))
+        vals = np.array([p[2] for p in points], dtype=np.float64)
+        return cls.from_arrays(names, ts, vals)
+
+    @classmethod
+    def from_arrays(cls, names: Sequence[str], timestamps, values) -> WriteBatch:
+        """Build a batch from parallel sequences; float timestamps are floored.
+
+        Timestamps that are not finite or do not fit in int64 become the
+        sentinel ``INVALID_TIMESTAMP`` so that the store rejects them by reason
+        instead of the conversion raising for the whole batch.
+        """
+        ts = np.asarray(timestamps)
+        if ts.dtype.kind == "f":
+            ts_f = np.floor(ts)
+            ok = np.isfinite(ts_f) & (np.abs(ts_f) < 2.0**62)
+            ts = np.where(ok, ts_f, INVALID_TIMESTAMP).astype(np.int64)
+        else:
+            ts = ts.astype(np.int64, copy=False)
+        vals = np.asarray(values, dtype=np.float64)
+        if not (len(names) == len(ts) == len(vals)):
+            raise ValueError(
+                f"names, timestamps and values differ in length: {len(names)}, {len(ts)}, {len(vals)}"
+            )
+        return cls(names, ts, vals)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+# A timestamp no retention can hold; used for timestamps that could not be converted.
+INVALID_TIMESTAMP = np.iinfo(np.int64).min
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a write did: points applied, metrics created, points rejected by reason."""
+
+    accepted: int = 0
+    created: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, count: int) -> None:
+        if count:
+            self.rejected[reason] = self.rejected.get(reason, 0) + int(count)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())

@@ -82,7 +82,9 @@ def parse_ini(text: str, filename: str) -> tuple[IniSection, ...]:
         if section_name is not None:
             sections.append(IniSection(section_name, section_lineno, MappingProxyType(entries)))
 
-    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+    # Only line breaks count as lines (str.splitlines would also split at form feeds).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for lineno, raw_line in enumerate(lines, start=1):
         line = raw_line.strip()
         if not line:
             open_entry = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -488,15 +487,19 @@ def _expand(pattern_level: str) -> list[str]:
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(names=name_sets, pattern=patterns)
+@given(added=name_sets, pattern=patterns, data=st.data())
 def test_match_and_find_equal_a_brute_force_reference(
-    tmp_path: Path, names: set[str], pattern: str
+    tmp_path: Path, added: set[str], pattern: str, data: st.DataObject
 ) -> None:
-    log_path = tmp_path / f"names-{os.getpid()}-{abs(hash((frozenset(names), pattern)))}.log"
+    removed = data.draw(st.sets(st.sampled_from(sorted(added)))) if added else set()
+    names = added - removed
+    log_path = tmp_path / "property.log"
     index = NameIndex.open(log_path, writable=True)
     try:
-        for slot, name in enumerate(sorted(names)):
+        for slot, name in enumerate(sorted(added)):
             index.add(name, slot)
+        for name in removed:
+            index.remove(name)
         pattern_levels = pattern.split(".")
         expected_names = sorted(n for n in names if _path_matches(n.split("."), pattern_levels))
         assert index.match(pattern) == expected_names

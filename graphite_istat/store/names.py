@@ -55,7 +55,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -80,6 +80,7 @@ MAX_NAME_BYTES: Final = 0xFFFF
 MAX_SLOT: Final = 2**63 - 1
 COMPACTING_SUFFIX: Final = ".compacting"
 _COMPACT_CHUNK_BYTES: Final = 1 << 20
+_MISSING: Final = object()
 
 # Reasons an ``add`` refuses a name; the store counts rejections by these.
 REASON_NOT_STR: Final = "not_str"
@@ -235,13 +236,17 @@ def _scan_records(data: bytes, start: int, end_info: _ScanEnd) -> Iterator[tuple
 
 
 class _Branch:
-    """A path level with children: the child branches by level name and the leaf level names."""
+    """A path with children. ``children`` maps each child's level name to its ``_Branch``,
+    or to ``None`` when the child is only a leaf (one dict per branch and no object per
+    leaf keeps a million names compact). ``is_leaf`` is set when the path itself is also
+    a stored name.
+    """
 
-    __slots__ = ("branches", "leaves")
+    __slots__ = ("children", "is_leaf")
 
-    def __init__(self) -> None:
-        self.branches: dict[str, _Branch] | None = None
-        self.leaves: set[str] | None = None
+    def __init__(self, *, is_leaf: bool = False) -> None:
+        self.children: dict[str, _Branch | None] = {}
+        self.is_leaf = is_leaf
 
 
 def _join(prefix: str, level: str) -> str:
@@ -257,6 +262,8 @@ class NameIndex:
         self._writable = writable
         self._slots: dict[str, int] = {}
         self._root = _Branch()
+        self._last_parent_path = ""
+        self._last_parent: _Branch | None = None  # cache of _apply_add; None when stale
         self._buffer = bytearray()
         self._buffered_records = 0
         self._log_size = 0  # bytes of the log read (reader) or written (writer)
@@ -500,6 +507,7 @@ class NameIndex:
         self._fd, fresh._fd = fresh._fd, None
         self._slots = fresh._slots
         self._root = fresh._root
+        self._last_parent = None
         self._log_size = fresh._log_size
         replayed = fresh._stats.records_replayed
         self._stats.records_replayed += replayed
@@ -540,44 +548,60 @@ class NameIndex:
     def _apply_add(self, name: str, slot: int) -> None:
         slots = self._slots
         if name not in slots:
-            levels = name.split(".")
-            intern = sys.intern
-            node = self._root
-            for level in levels[:-1]:
-                branches = node.branches
-                if branches is None:
-                    branches = node.branches = {}
-                child = branches.get(level)
-                if child is None:
-                    child = branches[intern(level)] = _Branch()
-                node = child
-            leaves = node.leaves
-            if leaves is None:
-                leaves = node.leaves = set()
-            leaves.add(intern(levels[-1]))
+            parent_path, _, leaf = name.rpartition(".")
+            # Names arrive grouped by parent (a host's metrics, a compacted log),
+            # so remembering the last parent skips most tree walks.
+            if parent_path == self._last_parent_path and self._last_parent is not None:
+                node = self._last_parent
+            else:
+                node = self._branch_creating(parent_path)
+                self._last_parent_path, self._last_parent = parent_path, node
+            children = node.children
+            child = children.get(leaf, _MISSING)
+            if child is _MISSING:
+                children[sys.intern(leaf)] = None
+            elif child is not None:
+                child.is_leaf = True  # type: ignore[union-attr]
         slots[name] = slot
+
+    def _branch_creating(self, path: str) -> _Branch:
+        """The branch at ``path`` ("" is the root), created with its ancestors if missing."""
+        node = self._root
+        if not path:
+            return node
+        for level in path.split("."):
+            children = node.children
+            child = children.get(level, _MISSING)
+            if child is None or child is _MISSING:
+                # A leaf-only child becomes a branch that is also a leaf.
+                new_branch = _Branch(is_leaf=child is None)
+                children[sys.intern(level)] = new_branch
+                child = new_branch
+            node = child  # type: ignore[assignment]
+        return node
 
     def _apply_remove(self, name: str) -> None:
         if self._slots.pop(name, None) is None:
             return
-        levels = name.split(".")
+        self._last_parent = None  # the branch may be pruned below
+        *parents, leaf = name.split(".")
         trail: list[tuple[_Branch, str]] = []
         node = self._root
-        for level in levels[:-1]:
-            assert node.branches is not None
+        for level in parents:
             trail.append((node, level))
-            node = node.branches[level]
-        assert node.leaves is not None
-        node.leaves.discard(levels[-1])
-        if not node.leaves:
-            node.leaves = None
+            node = node.children[level]  # type: ignore[assignment]
+        child = node.children[leaf]
+        if child is None:
+            del node.children[leaf]
+        else:
+            child.is_leaf = False
         # Drop branches left without children so has_children stays exact.
-        while trail and node.leaves is None and node.branches is None:
+        while trail and not node.children:
             parent, level = trail.pop()
-            assert parent.branches is not None
-            del parent.branches[level]
-            if not parent.branches:
-                parent.branches = None
+            if node.is_leaf:
+                parent.children[level] = None
+                break
+            del parent.children[level]
             node = parent
 
     # ------------------------------------------------------------------ finding
@@ -630,17 +654,17 @@ def _match_branches(
     """Add the child branches of the frontier whose level name matches ``level``."""
     literals = level.literals
     for prefix, node in frontier.items():
-        branches = node.branches
-        if branches is None:
-            continue
+        children = node.children
         if literals is not None:
             for literal in literals:
-                child = branches.get(literal)
+                child = children.get(literal)
                 if child is not None:
                     following[_join(prefix, literal)] = child
         else:
-            for name in level.filter(branches):
-                following[_join(prefix, name)] = branches[name]
+            for name in level.filter(children):
+                child = children[name]
+                if child is not None:
+                    following[_join(prefix, name)] = child
 
 
 def _match_last_level(
@@ -652,19 +676,17 @@ def _match_last_level(
 ) -> None:
     literals = level.literals
     for prefix, node in frontier.items():
-        leaves = node.leaves or ()
-        branches = node.branches or {}
+        children = node.children
         if literals is not None:
-            names: list[str] = [
-                n for n in literals if n in leaves or (not leaves_only and n in branches)
-            ]
+            names: Iterable[str] = [n for n in literals if n in children]
         else:
-            names = level.filter(leaves)
-            if not leaves_only:
-                names.extend(n for n in level.filter(branches) if n not in leaves)
+            names = level.filter(children)
         for name in names:
-            is_leaf = name in leaves
-            found[_join(prefix, name)] = (is_leaf, name in branches)
+            child = children[name]
+            if child is None:
+                found[_join(prefix, name)] = (True, False)
+            elif child.is_leaf or not leaves_only:
+                found[_join(prefix, name)] = (child.is_leaf, True)
 
 
 def _collect_branches(prefix: str, node: _Branch, into: dict[str, _Branch]) -> None:
@@ -673,8 +695,11 @@ def _collect_branches(prefix: str, node: _Branch, into: dict[str, _Branch]) -> N
     while stack:
         path, branch = stack.pop()
         into[path] = branch
-        if branch.branches:
-            stack.extend((_join(path, name), child) for name, child in branch.branches.items())
+        stack.extend(
+            (_join(path, name), child)
+            for name, child in branch.children.items()
+            if child is not None
+        )
 
 
 def _collect_descendants(
@@ -684,15 +709,14 @@ def _collect_descendants(
     stack = [(prefix, node)]
     while stack:
         path, branch = stack.pop()
-        leaves = branch.leaves or ()
-        branches = branch.branches or {}
-        for name in leaves:
-            found[_join(path, name)] = (True, name in branches)
-        for name, child in branches.items():
+        for name, child in branch.children.items():
             child_path = _join(path, name)
-            if not leaves_only:
-                found[child_path] = (name in leaves, True)
-            stack.append((child_path, child))
+            if child is None:
+                found[child_path] = (True, False)
+            else:
+                if child.is_leaf or not leaves_only:
+                    found[child_path] = (child.is_leaf, True)
+                stack.append((child_path, child))
 
 
 # ---------------------------------------------------------------------- checking

@@ -674,32 +674,37 @@ def _match_last_level(
     *,
     leaves_only: bool,
 ) -> None:
-    literals = level.literals
+    literal, literals = level.literal, level.literals
     for prefix, node in frontier.items():
         children = node.children
-        if literals is not None:
-            names: Iterable[str] = [n for n in literals if n in children]
+        if literal is not None:
+            if literal not in children:
+                continue
+            names: Iterable[str] = (literal,)
+        elif literals is not None:
+            names = [n for n in literals if n in children]
         else:
             names = level.filter(children)
         for name in names:
             child = children[name]
             if child is None:
-                found[_join(prefix, name)] = (True, False)
+                found[f"{prefix}.{name}" if prefix else name] = (True, False)
             elif child.is_leaf or not leaves_only:
-                found[_join(prefix, name)] = (child.is_leaf, True)
+                found[f"{prefix}.{name}" if prefix else name] = (child.is_leaf, True)
 
 
 def _collect_branches(prefix: str, node: _Branch, into: dict[str, _Branch]) -> None:
     """``node`` and every branch below it, by path (``**`` matching zero or more levels)."""
+    into[prefix] = node
     stack = [(prefix, node)]
+    pop, push = stack.pop, stack.append
     while stack:
-        path, branch = stack.pop()
-        into[path] = branch
-        stack.extend(
-            (_join(path, name), child)
-            for name, child in branch.children.items()
-            if child is not None
-        )
+        path, branch = pop()
+        for name, child in branch.children.items():
+            if child is not None:
+                child_path = f"{path}.{name}" if path else name
+                into[child_path] = child
+                push((child_path, child))
 
 
 def _collect_descendants(

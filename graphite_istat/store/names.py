@@ -57,7 +57,10 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final
+
+import numpy as np
 
 from graphite_istat.store.globbing import (
     GlobstarLevel,
@@ -363,6 +366,10 @@ class NameIndex:
     def get_many(self, names: Sequence[str]) -> list[int | None]:
         """The slot of each name, ``None`` for unknown names."""
         return list(map(self._slots.get, names))
+
+    def slots_array(self, names: Sequence[str]) -> np.ndarray:
+        """The slot of each name as an int64 array, -1 for unknown names (the write hot path)."""
+        return np.fromiter(map(self._slots.get, names, repeat(-1)), dtype=np.int64, count=len(names))
 
     def __contains__(self, name: object) -> bool:
         return name in self._slots

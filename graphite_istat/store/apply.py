@@ -1,0 +1,300 @@
+"""Applying points to one shard file: group by (column, bucket), reduce, merge into the rows.
+
+Everything here is vectorised. The input is the points of one file sorted by
+(column, time); for each archive they are cut into runs of equal (column,
+bucket), each run is reduced to its five sub-counters with ``ufunc.reduceat``,
+and the runs are merged into the mapped arrays with a few fancy-indexing
+operations. Coarser archives are reduced from the runs of the next finer one
+(steps divide each other), so the raw points are read once.
+
+Two ways for the finest bucket (``Schema.finest_bucket``):
+
+* ``accumulate`` (istat): every point counts; every archive holds the exact
+  count, sum, sum of squares, min and max of all raw points in its buckets.
+* ``last`` (whisper): the finest bucket keeps only the last point received.
+  Coarser buckets then hold the combination of the finest buckets' kept
+  values: they are recomputed from the next finer archive whenever that
+  archive still covers the whole coarse bucket, and accumulated otherwise
+  (for points older than the finer archive's retention a resend cannot be
+  told from a new point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .format import COUNT_MAX
+from .shardfile import ArchiveView, ShardFile
+
+
+@dataclass(slots=True)
+class Runs:
+    """Sub-counters of runs of points sharing (column, bucket), in (column, bucket) order."""
+
+    column: np.ndarray  # int64
+    bucket: np.ndarray  # int64
+    count: np.ndarray  # int64
+    sum: np.ndarray
+    sumsq: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+    last_ts: np.ndarray  # int64 absolute time of the last point
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def take(self, index: np.ndarray) -> Runs:
+        return Runs(*(getattr(self, f)[index] for f in self.__slots__))
+
+
+def _run_starts(column: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    n = len(column)
+    new = np.empty(n, dtype=bool)
+    if n:
+        new[0] = True
+        np.not_equal(column[1:], column[:-1], out=new[1:])
+        new[1:] |= bucket[1:] != bucket[:-1]
+    return np.flatnonzero(new)
+
+
+def runs_from_points(column: np.ndarray, ts: np.ndarray, values: np.ndarray, step: int) -> Runs:
+    """Reduce points sorted by (column, ts) to runs per (column, bucket of ``step``)."""
+    bucket = ts - ts % step
+    starts = _run_starts(column, bucket)
+    ends = np.append(starts[1:], len(column)) - 1
+    return Runs(
+        column=column[starts],
+        bucket=bucket[starts],
+        count=np.diff(np.append(starts, len(column))),
+        sum=np.add.reduceat(values, starts) if len(starts) else values[:0],
+        sumsq=np.add.reduceat(values * values, starts) if len(starts) else values[:0],
+        min=np.minimum.reduceat(values, starts) if len(starts) else values[:0],
+        max=np.maximum.reduceat(values, starts) if len(starts) else values[:0],
+        last=values[ends],
+        last_ts=ts[ends],
+    )
+
+
+def runs_keep_last(column: np.ndarray, ts: np.ndarray, values: np.ndarray, step: int) -> Runs:
+    """One run per (column, bucket) holding only the last point of the run (points in arrival order per bucket)."""
+    bucket = ts - ts % step
+    starts = _run_starts(column, bucket)
+    ends = np.append(starts[1:], len(column)) - 1
+    last = values[ends]
+    return Runs(
+        column=column[starts],
+        bucket=bucket[starts],
+        count=np.ones(len(starts), dtype=np.int64),
+        sum=last.copy(),
+        sumsq=last * last,
+        min=last.copy(),
+        max=last.copy(),
+        last=last,
+        last_ts=ts[ends],
+    )
+
+
+def coarsen(runs: Runs, step: int) -> Runs:
+    """Combine runs of a finer step into runs of ``step`` (a multiple of it)."""
+    bucket = runs.bucket - runs.bucket % step
+    starts = _run_starts(runs.column, bucket)
+    if len(starts) == len(runs):
+        return replace(runs, bucket=bucket)
+    ends = np.append(starts[1:], len(runs)) - 1
+    # The last point of a coarse run is the last point of its last fine run
+    # only when times increase along the runs, which (column, ts) order gives.
+    return Runs(
+        column=runs.column[starts],
+        bucket=bucket[starts],
+        count=np.add.reduceat(runs.count, starts),
+        sum=np.add.reduceat(runs.sum, starts),
+        sumsq=np.add.reduceat(runs.sumsq, starts),
+        min=np.minimum.reduceat(runs.min, starts),
+        max=np.maximum.reduceat(runs.max, starts),
+        last=runs.last[ends],
+        last_ts=runs.last_ts[ends],
+    )
+
+
+@dataclass(slots=True)
+class Cells:
+    """Where runs land in one archive: block, row and column inside the block."""
+
+    block: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+
+
+def _locate(view: ArchiveView, runs: Runs, block_columns: int) -> Cells:
+    block, col = np.divmod(runs.column, block_columns)
+    row = (runs.bucket // view.step) % view.rows
+    return Cells(block, row, col)
+
+
+def _keep_newest_per_row(runs: Runs, cells: Cells, view: ArchiveView) -> np.ndarray:
+    """Indices of runs to keep when two buckets of one batch share a ring row.
+
+    That happens only when a batch spans more than the archive's retention;
+    the newest bucket owns the row, older runs are not stored in this archive.
+    """
+    span = int(runs.bucket.max() - runs.bucket.min()) if len(runs) else 0
+    if span < view.step * view.rows:
+        return np.arange(len(runs))
+    rowkey = cells.block * view.rows + cells.row
+    order = np.lexsort((runs.bucket, rowkey))
+    rk = rowkey[order]
+    bk = runs.bucket[order]
+    last_of_row = np.append(rk[1:] != rk[:-1], True)
+    newest = np.repeat(bk[last_of_row], np.diff(np.append(0, np.flatnonzero(last_of_row) + 1)))
+    return np.sort(order[bk == newest])
+
+
+def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = False) -> int:
+    """Merge runs into one archive of a file; returns how many runs were stored.
+
+    Rows holding an older bucket are cleared first; runs whose row already
+    holds a newer bucket are beyond this archive's retention and skipped.
+    With ``replace`` the runs overwrite their cells (the finest archive of a
+    keep-last schema) instead of combining with them.
+    """
+    if not len(runs):
+        return 0
+    view = shard.archives[archive]
+    cells = _locate(view, runs, shard.block_columns)
+    keep = _keep_newest_per_row(runs, cells, view)
+    if len(keep) != len(runs):
+        runs = runs.take(keep)
+        cells = Cells(cells.block[keep], cells.row[keep], cells.col[keep])
+
+    stamps = view.stamps[cells.block, cells.row]
+    newer = stamps > runs.bucket
+    if newer.any():
+        ok = ~newer
+        runs = runs.take(ok)
+        cells = Cells(cells.block[ok], cells.row[ok], cells.col[ok])
+        stamps = stamps[ok]
+    stale = stamps < runs.bucket
+    if stale.any():
+        sb, sr = cells.block[stale], cells.row[stale]
+        view.fields["count"][sb, sr, :] = 0
+        view.stamps[sb, sr] = runs.bucket[stale]
+
+    B = shard.block_columns
+    flat = view.flat
+    cell = cells.row * B + cells.col
+    i_count = cells.block * view.flat_block_stride["count"] + cell
+    i_f8 = cells.block * view.flat_block_stride["sum"] + cell  # all float64 fields share it
+    old_count = flat["count"][i_count].astype(np.int64)
+    if replace:
+        fresh = np.ones(len(runs), dtype=bool)
+        new_count = runs.count
+    else:
+        fresh = old_count == 0
+        new_count = old_count + runs.count
+    flat["count"][i_count] = np.minimum(new_count, COUNT_MAX)
+    if fresh.all():
+        flat["sum"][i_f8] = runs.sum
+        flat["sumsq"][i_f8] = runs.sumsq
+        flat["min"][i_f8] = runs.min
+        flat["max"][i_f8] = runs.max
+    else:
+        flat["sum"][i_f8] = np.where(fresh, runs.sum, flat["sum"][i_f8] + runs.sum)
+        flat["sumsq"][i_f8] = np.where(fresh, runs.sumsq, flat["sumsq"][i_f8] + runs.sumsq)
+        flat["min"][i_f8] = np.where(fresh, runs.min, np.minimum(flat["min"][i_f8], runs.min))
+        flat["max"][i_f8] = np.where(fresh, runs.max, np.maximum(flat["max"][i_f8], runs.max))
+    if "last" in flat:
+        i_i4 = cells.block * view.flat_block_stride["last_offset"] + cell
+        offset = (runs.last_ts - runs.bucket).astype(np.int32)
+        later = fresh | (offset >= flat["last_offset"][i_i4])
+        flat["last"][i_f8] = np.where(later, runs.last, flat["last"][i_f8])
+        flat["last_offset"][i_i4] = np.where(later, offset, flat["last_offset"][i_i4])
+    return len(runs)
+
+
+def recompute_from_finer(shard: ShardFile, archive: int, runs: Runs, now: int) -> Runs:
+    """Replace coarse runs by the exact combination of the finer archive's cells where it covers them.
+
+    Returns the runs it could not recompute (the finer archive no longer holds
+    their whole bucket); the caller accumulates those.
+    """
+    fine = shard.archives[archive - 1]
+    coarse = shard.archives[archive]
+    ratio = coarse.step // fine.step
+    sub = runs.bucket[:, None] + np.arange(ratio, dtype=np.int64)[None, :] * fine.step
+    block, col = np.divmod(runs.column, shard.block_columns)
+    rows = (sub // fine.step) % fine.rows
+    blocks = np.broadcast_to(block[:, None], rows.shape)
+    cols = np.broadcast_to(col[:, None], rows.shape)
+    stamps = fine.stamps[blocks, rows]
+    # Covered: the whole coarse bucket lies in the finer archive's window, and
+    # no finer row of it has been reused for a newer bucket.
+    fine_window_start = (now - now % fine.step) - (fine.rows - 1) * fine.step
+    covered = (stamps <= sub).all(axis=1) & (runs.bucket >= fine_window_start)
+    valid = stamps == sub
+    f = fine.fields
+    counts = np.where(valid, f["count"][blocks, rows, cols], 0).astype(np.int64)
+    has = counts > 0
+    covered &= has.any(axis=1)
+    if not covered.any():
+        return runs
+    idx = np.flatnonzero(covered)
+    m = has[idx]
+    cb, cr, cc = blocks[idx], rows[idx], cols[idx]
+    total = Runs(
+        column=runs.column[idx],
+        bucket=runs.bucket[idx],
+        count=counts[idx].sum(axis=1),
+        sum=np.where(m, f["sum"][cb, cr, cc], 0.0).sum(axis=1),
+        sumsq=np.where(m, f["sumsq"][cb, cr, cc], 0.0).sum(axis=1),
+        min=np.where(m, f["min"][cb, cr, cc], np.inf).min(axis=1),
+        max=np.where(m, f["max"][cb, cr, cc], -np.inf).max(axis=1),
+        last=runs.last[idx],
+        last_ts=runs.last_ts[idx],
+    )
+    if "last" in f:
+        # The last value of the coarse bucket: from the latest finer bucket that has data.
+        latest = ratio - 1 - np.argmax(m[:, ::-1], axis=1)
+        pick = np.arange(len(idx))
+        total.last = f["last"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
+        total.last_ts = sub[idx][pick, latest] + f["last_offset"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
+    merge_runs(shard, archive, total, replace=True)
+    return runs.take(np.flatnonzero(~covered))
+
+
+def apply_points(
+    shard: ShardFile, column: np.ndarray, ts: np.ndarray, values: np.ndarray, now: int, keep_last: bool
+) -> None:
+    """Apply points sorted by (column, time) to every archive of ``shard``.
+
+    Points are assumed valid (finite, within the store's time limits). Each
+    archive only takes the points inside its own retention window measured
+    from ``now``, as whisper does; older points still reach coarser archives.
+    """
+    if not len(column):
+        return
+    blocks = np.unique(column // shard.block_columns)
+    gens = shard.generations
+    gens[blocks] += 1  # odd: readers of these blocks wait
+    try:
+        runs: Runs | None = None
+        for archive, spec in enumerate(shard.layout.archives):
+            if runs is None:
+                make = runs_keep_last if keep_last else runs_from_points
+                runs = make(column, ts, values, spec.step)
+            else:
+                runs = coarsen(runs, spec.step)
+            window_start = (now - now % spec.step) - (spec.rows - 1) * spec.step
+            inside = runs.bucket >= window_start
+            in_window = runs if inside.all() else runs.take(np.flatnonzero(inside))
+            if keep_last and archive == 0:
+                merge_runs(shard, archive, in_window, replace=True)
+            elif keep_last:
+                rest = recompute_from_finer(shard, archive, in_window, now)
+                merge_runs(shard, archive, rest)
+            else:
+                merge_runs(shard, archive, in_window)
+    finally:
+        gens[blocks] += 1  # even again

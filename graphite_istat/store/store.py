@@ -1,0 +1,590 @@
+"""The store: one storage directory, its name index and shard files, batches in, counters out.
+
+``Store.open(directory, rules, writable=True)`` is the one writer (it holds
+the directory's writer lock); any number of processes may open the same
+directory with ``writable=False`` at the same time and read while it writes.
+
+Writes take a ``WriteBatch`` and are vectorised end to end: points are
+validated with array masks, mapped to slots with one dict lookup per point,
+sorted once by (file, column, time) and applied file by file (``apply.py``).
+When ``write`` returns, every point it accepted is in the page cache (so a
+kill -9 of the process loses nothing); ``sync`` makes it durable and runs by
+itself every ``fsync_interval`` seconds of writing.
+
+Reads take names (or patterns through ``match``) and return, per shard file,
+the sub-counters of all requested series on one time grid (``read.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config.storage_rules import StorageRules
+from .apply import apply_points
+from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
+from .format import FORMAT_VERSION, ArchiveSpec, CorruptFileError, FormatError, Layout
+from .lock import WriterLock
+from .names import InvalidNameError, NameIndex
+from .read import TimeGrid, choose_grid, read_columns
+from .shardfile import ShardFile, fsync_directory
+from .stats import NEEDS, SUB_COUNTERS, aggregate, derive
+
+STORE_META = "store.json"
+DATA_DIR = "data"
+INDEX_NAME = "names.log"
+SLOT_SHIFT = 32
+COLUMN_MASK = (1 << SLOT_SHIFT) - 1
+
+
+class StoreError(Exception):
+    """A storage directory that cannot be used as asked."""
+
+
+class UnknownMetricError(KeyError):
+    """A metric name that is not in the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Settings fixed when a storage directory is created, and the writer's policies."""
+
+    shards: int = 8
+    block_columns: int = 128
+    future_limit: int = 600  # seconds a point may be ahead of now
+    fsync_interval: float = 10.0  # 0: fsync at the end of every write
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """Where a metric lives and how it is read."""
+
+    name: str
+    slot: int
+    path: Path
+    shard: int
+    layout: Layout
+    aggregation_method: str
+    x_files_factor: float
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        base = ("avg", "count", "sum", "sumsq", "min", "max", "stddev")
+        return base + (("last",) if self.layout.with_last else ())
+
+
+@dataclass(slots=True)
+class SeriesSet:
+    """Sub-counters of several series on one time grid (all from one shard file)."""
+
+    names: list[str]
+    grid: TimeGrid
+    counters: dict[str, np.ndarray]  # field -> (len(names), grid.points)
+    methods: list[str]
+    x_files_factors: list[float]
+    finest_step: int
+
+    def stat(self, stat: str) -> np.ndarray:
+        """avg, count, sum, sumsq, min, max, stddev or last, NaN where empty."""
+        return derive(stat, self.counters)
+
+    def default_values(self) -> np.ndarray:
+        """Each series' aggregation-method value, xFilesFactor applied."""
+        out = np.empty((len(self.names), self.grid.points), dtype=np.float64)
+        for method in set(self.methods):
+            rows = [i for i, m in enumerate(self.methods) if m == method]
+            xffs = {self.x_files_factors[i] for i in rows}
+            for xff in xffs:
+                pick = np.array([i for i in rows if self.x_files_factors[i] == xff])
+                sub = {k: v[pick] for k, v in self.counters.items()}
+                out[pick] = aggregate(
+                    method, sub, step=self.grid.step, finest_step=self.finest_step, x_files_factor=xff
+                )
+        return out
+
+
+@dataclass(slots=True)
+class FetchResult:
+    sets: list[SeriesSet] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def series(self) -> Iterator[tuple[str, TimeGrid, SeriesSet, int]]:
+        """(name, grid, set, row) for every series found."""
+        for s in self.sets:
+            for row, name in enumerate(s.names):
+                yield name, s.grid, s, row
+
+
+def _layout_for(rules: StorageRules, name: str) -> tuple[Layout, str, float]:
+    schema = rules.schema_for(name)
+    agg = rules.aggregation_for(name)
+    archives = tuple(ArchiveSpec(r.step, r.points) for r in schema.retentions)
+    layout = Layout(archives, with_last=agg.method == "last", keep_last=schema.finest_bucket == "last")
+    return layout, agg.method, agg.x_files_factor
+
+
+def shard_of(name: str, shards: int) -> int:
+    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % shards
+
+
+class Store:
+    """A storage directory opened for writing (one process) or reading (any number)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        rules: StorageRules | None,
+        options: StoreOptions,
+        index: NameIndex,
+        lock: WriterLock | None,
+    ) -> None:
+        self.directory = directory
+        self.rules = rules
+        self.options = options
+        self.index = index
+        self._lock = lock
+        self.writable = lock is not None
+        self._files: dict[int, ShardFile] = {}
+        self._bad_files: dict[int, str] = {}
+        self._file_for_key: dict[tuple[int, str], int] = {}
+        self._next_file_no = 0
+        self._last_sync = time.monotonic()
+        self._write_lock = threading.Lock()  # writes and deletes, within the writer process
+
+    # -- opening ----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike,
+        rules: StorageRules | None = None,
+        *,
+        writable: bool,
+        options: StoreOptions | None = None,
+    ) -> Store:
+        """Open (and, when writable, create) a storage directory.
+
+        ``options`` shards and block_columns are used when the directory is
+        created; afterwards the directory's own ``store.json`` decides them.
+        """
+        directory = Path(directory)
+        options = options or StoreOptions()
+        if writable:
+            if rules is None:
+                raise StoreError("a writable store needs storage rules to create metrics")
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / DATA_DIR).mkdir(exist_ok=True)
+            lock = WriterLock.acquire(directory)
+        else:
+            if not (directory / STORE_META).exists():
+                raise StoreError(f"{directory} is not a graphite-istat storage directory (no {STORE_META})")
+            lock = None
+        try:
+            options = cls._load_or_create_meta(directory, options, writable)
+            index = NameIndex.open(directory / INDEX_NAME, writable=writable)
+            store = cls(directory, rules, options, index, lock)
+            store._scan_files()
+            if writable:
+                store._reclaim_orphan_columns()
+            return store
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @staticmethod
+    def _load_or_create_meta(directory: Path, options: StoreOptions, writable: bool) -> StoreOptions:
+        path = directory / STORE_META
+        if not path.exists():
+            meta = {
+                "format": "graphite-istat",
+                "version": FORMAT_VERSION,
+                "shards": options.shards,
+                "block_columns": options.block_columns,
+            }
+            tmp = path.with_name(STORE_META + ".tmp")
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_directory(directory)
+            return options
+        try:
+            meta = json.loads(path.read_text())
+            if meta.get("format") != "graphite-istat":
+                raise CorruptFileError(str(path), "not a graphite-istat store description")
+            if meta.get("version") != FORMAT_VERSION:
+                raise CorruptFileError(str(path), f"format version {meta.get('version')}, expected {FORMAT_VERSION}")
+            shards, block_columns = int(meta["shards"]), int(meta["block_columns"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptFileError(str(path), f"unreadable: {e}") from e
+        return StoreOptions(shards, block_columns, options.future_limit, options.fsync_interval)
+
+    def _file_path(self, file_no: int) -> Path:
+        return self.directory / DATA_DIR / f"{file_no:05d}.ist"
+
+    def _scan_files(self) -> None:
+        for path in sorted((self.directory / DATA_DIR).glob("*.ist")):
+            try:
+                file_no = int(path.stem)
+            except ValueError:
+                continue
+            self._next_file_no = max(self._next_file_no, file_no + 1)
+            if not self.writable:
+                continue  # readers open files when a read needs them
+            try:
+                shard_file = ShardFile.open(path, writable=True)
+            except (FormatError, OSError) as e:
+                self._bad_files[file_no] = str(e)
+                continue
+            self._files[file_no] = shard_file
+            self._file_for_key[(shard_file.header.shard, shard_file.layout.key)] = file_no
+
+    def _reclaim_orphan_columns(self) -> None:
+        # A crash between claiming a column and logging its name leaves the
+        # column in use with no name: empty it and give it back.
+        referenced: dict[int, set[int]] = {}
+        for _, slot in self.index.items():
+            referenced.setdefault(slot >> SLOT_SHIFT, set()).add(slot & COLUMN_MASK)
+        for file_no, shard_file in self._files.items():
+            known = referenced.get(file_no, set())
+            for column in shard_file.used_columns().tolist():
+                if column not in known:
+                    shard_file.release_column(column)
+
+    def _file(self, file_no: int) -> ShardFile:
+        """The file with this number, opened (readers) or refreshed after growth."""
+        shard_file = self._files.get(file_no)
+        if shard_file is None:
+            if file_no in self._bad_files:
+                raise CorruptFileError(str(self._file_path(file_no)), self._bad_files[file_no])
+            try:
+                shard_file = ShardFile.open(self._file_path(file_no), writable=False)
+            except FormatError as e:
+                self._bad_files[file_no] = str(e)
+                raise
+            self._files[file_no] = shard_file
+        return shard_file
+
+    def close(self) -> None:
+        if self.writable:
+            self.sync()
+        for shard_file in self._files.values():
+            shard_file.close()
+        self._files.clear()
+        self.index.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------
+
+    def _create_metric(self, name: str) -> int:
+        assert self.rules is not None
+        layout, method, xff = _layout_for(self.rules, name)
+        shard = shard_of(name, self.options.shards)
+        key = (shard, layout.key)
+        file_no = self._file_for_key.get(key)
+        if file_no is None:
+            file_no = self._next_file_no
+            self._next_file_no += 1
+            shard_file = ShardFile.create(self._file_path(file_no), layout, shard, self.options.block_columns)
+            self._files[file_no] = shard_file
+            self._file_for_key[key] = file_no
+        column = self._files[file_no].allocate_column(method, xff)
+        slot = (file_no << SLOT_SHIFT) | column
+        self.index.add(name, slot)
+        return slot
+
+    def _slots(self, names: Sequence[str], result: WriteResult) -> np.ndarray:
+        """Slot per name, creating metrics on first sight; -1 where a name is unusable."""
+        slots = self.index.slots_array(names)
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            created: dict[str, int] = {}
+            invalid = 0
+            for i in missing.tolist():
+                name = names[i]
+                slot = created.get(name)
+                if slot is None:
+                    try:
+                        slot = self._create_metric(name)
+                    except InvalidNameError:
+                        slot = -1
+                    created[name] = slot
+                if slot < 0:
+                    invalid += 1
+                slots[i] = slot
+            result.created += sum(1 for s in created.values() if s >= 0)
+            result.reject("invalid_name", invalid)
+        return slots
+
+    def write(self, batch: WriteBatch, now: int | None = None) -> WriteResult:
+        """Apply a batch; returns what was accepted, created and rejected (by reason)."""
+        if not self.writable:
+            raise StoreError("this store was opened read-only")
+        now = int(time.time()) if now is None else int(now)
+        result = WriteResult()
+        if not len(batch):
+            return result
+        with self._write_lock:
+            self._write(batch, now, result)
+            self.index.flush(fsync=False)
+            if time.monotonic() - self._last_sync >= self.options.fsync_interval:
+                self.sync()
+        return result
+
+    def _write(self, batch: WriteBatch, now: int, result: WriteResult) -> None:
+        ts, values = batch.timestamps, batch.values
+        nan = np.isnan(values)
+        inf = np.isinf(values)
+        bad_ts = ts == INVALID_TIMESTAMP
+        future = ~bad_ts & (ts > now + self.options.future_limit)
+        result.reject("nan", int(nan.sum()))
+        result.reject("inf", int(inf.sum()))
+        result.reject("bad_timestamp", int(bad_ts.sum()))
+        result.reject("too_far_future", int(future.sum()))
+        ok = ~(nan | inf | bad_ts | future)
+        names: Sequence[str] = batch.names
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            names = [names[i] for i in keep.tolist()]
+            ts, values = ts[keep], values[keep]
+        if not len(ts):
+            return
+        slots = self._slots(names, result)
+        file_no = slots >> SLOT_SHIFT
+        # Per-file limits, looked up per point through small arrays.
+        nfiles = self._next_file_no
+        oldest = np.full(nfiles + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        usable = np.zeros(nfiles + 1, dtype=bool)
+        for no, shard_file in self._files.items():
+            oldest[no] = now - shard_file.layout.max_retention
+            usable[no] = True
+        file_idx = np.where(slots < 0, nfiles, file_no)
+        bad_file = ~usable[file_idx] & (slots >= 0)
+        result.reject("corrupt_file", int(bad_file.sum()))
+        too_old = usable[file_idx] & (ts < oldest[file_idx])
+        result.reject("too_old", int(too_old.sum()))
+        keep_mask = usable[file_idx] & ~too_old
+        if not keep_mask.all():
+            keep = np.flatnonzero(keep_mask)
+            slots, ts, values = slots[keep], ts[keep], values[keep]
+        if not len(ts):
+            return
+        order = self._sort_order(slots, ts)
+        slots, ts, values = slots[order], ts[order], values[order]
+        file_no = slots >> SLOT_SHIFT
+        cuts = np.flatnonzero(file_no[1:] != file_no[:-1]) + 1
+        bounds = np.concatenate(([0], cuts, [len(slots)]))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            shard_file = self._files[int(file_no[lo])]
+            columns = slots[lo:hi] & COLUMN_MASK
+            apply_points(shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last)
+        result.accepted += len(ts)
+
+    def _sort_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Order by (slot, time), stable so that equal times keep arrival order.
+
+        Keep-last files order by finest bucket rather than time: the point
+        received last wins its bucket, as in whisper.
+        """
+        keep_last_files = [no for no, f in self._files.items() if f.layout.keep_last]
+        tkey = ts
+        if keep_last_files:
+            finest = np.zeros(self._next_file_no + 1, dtype=np.int64)
+            for no in keep_last_files:
+                finest[no] = self._files[no].layout.finest_step
+            step = finest[slots >> SLOT_SHIFT]
+            tkey = np.where(step > 0, ts - ts % np.maximum(step, 1), ts)
+        tmin = int(tkey.min())
+        span = int(tkey.max()) - tmin + 1
+        # One int64 key when (dense slot rank, time) fits; a two-key sort otherwise.
+        file_part = slots >> SLOT_SHIFT
+        compact = (file_part << 24) | (slots & COLUMN_MASK)
+        if int((slots & COLUMN_MASK).max()) < (1 << 24) and (int(compact.max()) + 1) * span < (1 << 62):
+            return np.argsort(compact * span + (tkey - tmin), kind="stable")
+        return np.lexsort((tkey, slots))
+
+    def sync(self) -> None:
+        """Make everything written so far durable (index and shard files)."""
+        self.index.flush(fsync=True)
+        for shard_file in self._files.values():
+            if shard_file.writable:
+                shard_file.fsync()
+        self._last_sync = time.monotonic()
+
+    # -- metadata and names -------------------------------------------------
+
+    def refresh(self) -> None:
+        """Readers: pick up names and files the writer added since the last call."""
+        if not self.writable:
+            self.index.refresh()
+
+    def info(self, name: str) -> MetricInfo:
+        self.refresh()
+        slot = self.index.get(name)
+        if slot is None:
+            raise UnknownMetricError(name)
+        return self._info(name, slot)
+
+    def _info(self, name: str, slot: int) -> MetricInfo:
+        file_no, column = slot >> SLOT_SHIFT, slot & COLUMN_MASK
+        shard_file = self._file(file_no)
+        if column >= shard_file.capacity:
+            shard_file.refresh()
+        _, method, xff = shard_file.column_info(column)
+        return MetricInfo(
+            name, slot, shard_file.path, shard_file.header.shard, shard_file.layout, method, xff
+        )
+
+    def __contains__(self, name: str) -> bool:
+        self.refresh()
+        return name in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def match(self, pattern: str) -> list[str]:
+        self.refresh()
+        return self.index.match(pattern)
+
+    def find(self, pattern: str):
+        self.refresh()
+        return self.index.find(pattern)
+
+    def set_metadata(self, name: str, *, method: str | None = None, x_files_factor: float | None = None) -> MetricInfo:
+        """Change a metric's aggregation method and/or xFilesFactor (whisper's setAggregationMethod)."""
+        if not self.writable:
+            raise StoreError("this store was opened read-only")
+        with self._write_lock:
+            info = self.info(name)
+            new_method = method or info.aggregation_method
+            if new_method == "last" and not info.layout.with_last:
+                raise StoreError(f"{name}: 'last' is not stored for this metric; resize it to a layout that keeps it")
+            xff = info.x_files_factor if x_files_factor is None else float(x_files_factor)
+            if not 0.0 <= xff <= 1.0:
+                raise StoreError(f"xFilesFactor must be between 0 and 1, not {xff}")
+            column = info.slot & COLUMN_MASK
+            self._file(info.slot >> SLOT_SHIFT).set_column(column, in_use=True, method=new_method, xff=xff)
+            return self._info(name, info.slot)
+
+    def delete(self, pattern: str) -> list[str]:
+        """Remove the metrics a pattern matches and free their columns for reuse."""
+        if not self.writable:
+            raise StoreError("this store was opened read-only")
+        with self._write_lock:
+            names = self.index.match(pattern)
+            for name in names:
+                slot = self.index.remove(name)
+                if slot is None:
+                    continue
+                file_no = slot >> SLOT_SHIFT
+                if file_no in self._files:
+                    self._files[file_no].release_column(slot & COLUMN_MASK)
+            self.index.flush(fsync=True)
+            return names
+
+    # -- reading ----------------------------------------------------------
+
+    def fetch(
+        self,
+        names: Sequence[str],
+        from_t: int,
+        until_t: int,
+        now: int | None = None,
+        *,
+        fields: Sequence[str] = SUB_COUNTERS,
+        archive: int | None = None,
+    ) -> FetchResult:
+        """Sub-counters of many metrics at once, grouped per shard file.
+
+        ``fields`` are the stored counters to read (``count`` is always read);
+        ``last`` is read for metrics that store it. ``archive`` forces an
+        archive index instead of whisper's choice.
+        """
+        now = int(time.time()) if now is None else int(now)
+        self.refresh()
+        result = FetchResult()
+        by_file: dict[int, list[tuple[str, int]]] = {}
+        for name in names:
+            slot = self.index.get(name)
+            if slot is None:
+                result.missing.append(name)
+            else:
+                by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
+        wanted = ("count", *(f for f in fields if f != "count"))
+        for file_no, members in sorted(by_file.items()):
+            try:
+                shard_file = self._file(file_no)
+                columns = np.fromiter((c for _, c in members), dtype=np.int64, count=len(members))
+                if int(columns.max()) >= shard_file.capacity:
+                    shard_file.refresh()
+                layout = shard_file.layout
+                use = tuple(f for f in wanted if f in {n for n, _ in layout.fields})
+                if layout.with_last and "last" not in use and "last" in fields:
+                    use += ("last",)
+                grid = choose_grid(layout, int(from_t), int(until_t), now, archive)
+                if grid is None:
+                    continue
+                counters = read_columns(shard_file, columns, grid, use)
+                infos = [shard_file.column_info(c) for c in columns.tolist()]
+            except (FormatError, OSError) as e:
+                for name, _ in members:
+                    result.errors[name] = str(e)
+                continue
+            result.sets.append(
+                SeriesSet(
+                    names=[n for n, _ in members],
+                    grid=grid,
+                    counters=counters,
+                    methods=[m for _, m, _ in infos],
+                    x_files_factors=[x for _, _, x in infos],
+                    finest_step=layout.finest_step,
+                )
+            )
+        return result
+
+    def fetch_stat(
+        self, name: str, from_t: int, until_t: int, now: int | None = None, stat: str | None = None
+    ) -> tuple[TimeGrid, np.ndarray] | None:
+        """One metric, one stat (None: its aggregation-method value), whisper-like."""
+        fields = (*SUB_COUNTERS, "last") if stat in (None, "last") else NEEDS.get(stat, SUB_COUNTERS)
+        result = self.fetch([name], from_t, until_t, now, fields=fields)
+        if name in result.errors:
+            raise CorruptFileError(str(self.directory), result.errors[name])
+        if result.missing:
+            raise UnknownMetricError(name)
+        for _, grid, series_set, row in result.series():
+            values = series_set.default_values()[row] if stat is None else series_set.stat(stat)[row]
+            return grid, values
+        return None
+
+    # -- accounting -------------------------------------------------------
+
+    def files(self) -> dict[int, ShardFile]:
+        """Every readable shard file, by number (opens them for readers)."""
+        for path in sorted((self.directory / DATA_DIR).glob("*.ist")):
+            try:
+                self._file(int(path.stem))
+            except (ValueError, FormatError, OSError):
+                continue
+        return dict(self._files)
+
+    def bad_files(self) -> dict[Path, str]:
+        return {self._file_path(no): problem for no, problem in self._bad_files.items()}

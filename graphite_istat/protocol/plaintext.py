@@ -45,6 +45,29 @@ _CRLF_LINE = np.array([_SPACE, _SPACE, _CR, _NEWLINE], dtype=np.uint8)
 _THREADED_PARSE_BYTES = 4 << 20
 
 
+class _NumberReading:
+    """How to read numbers: as floats straight away (fastest when all parse), or as text first.
+
+    A failed float read costs a second read as text; after one, a connection
+    that sends unparsable numbers reads text first for a while.
+    """
+
+    __slots__ = ("_text_first_for",)
+    TEXT_FIRST_CHUNKS = 16
+
+    def __init__(self) -> None:
+        self._text_first_for = 0
+
+    def expect_bad_numbers(self) -> bool:
+        if self._text_first_for:
+            self._text_first_for -= 1
+            return True
+        return False
+
+    def saw_bad_numbers(self) -> None:
+        self._text_first_for = self.TEXT_FIRST_CHUNKS
+
+
 class PlaintextDecoder:
     """Decodes one connection's byte stream; keeps the unfinished last line between chunks."""
 
@@ -55,6 +78,7 @@ class PlaintextDecoder:
         self._tail = b""
         # While an over-long line is being skipped: its first bytes, for the sample.
         self._skipped_line_start: bytes | None = None
+        self._number_reading = _NumberReading()
 
     def feed(self, chunk: bytes, now: int) -> ParseResult:
         """Decode the complete lines of ``chunk`` (after what was left over); keep the rest."""
@@ -76,7 +100,9 @@ class PlaintextDecoder:
             self._skipped_line_start = tail[:SAMPLE_BYTES]
             tail = b""
         self._tail = tail
-        return _parse_complete_lines(complete, now, self._max_line_length, rejections)
+        return _parse_complete_lines(
+            complete, now, self._max_line_length, rejections, self._number_reading
+        )
 
     def finish(self, now: int) -> ParseResult:
         """The connection closed: decode a last line that had no newline; forget all state."""
@@ -86,7 +112,11 @@ class PlaintextDecoder:
             self._skipped_line_start = None
         tail, self._tail = self._tail, b""
         return _parse_complete_lines(
-            memoryview(tail + b"\n" if tail else b""), now, self._max_line_length, rejections
+            memoryview(tail + b"\n" if tail else b""),
+            now,
+            self._max_line_length,
+            rejections,
+            self._number_reading,
         )
 
     def _extend_skipped(self, more: bytes) -> None:
@@ -263,14 +293,18 @@ def _bytes_up_to_space(buf: np.ndarray) -> np.ndarray:
 
 
 def _parse_complete_lines(
-    data: memoryview, now: int, max_line_length: int, rejections: Rejections
+    data: memoryview,
+    now: int,
+    max_line_length: int,
+    rejections: Rejections,
+    reading: _NumberReading,
 ) -> ParseResult:
     """Decode ``data``, which is empty or ends with a newline."""
     if len(data) == 0:
         return rejections.result(_empty_batch())
     layout = _LineLayout(np.frombuffer(data, dtype=np.uint8), max_line_length)
     eligible_lines = np.flatnonzero(layout.eligible)
-    fast = _parse_eligible_lines(data, layout, eligible_lines, now, max_line_length)
+    fast = _parse_eligible_lines(data, layout, eligible_lines, now, max_line_length, reading)
 
     doubted = np.flatnonzero(~layout.eligible & (layout.ends > layout.starts))
     if len(fast.refused):
@@ -285,15 +319,24 @@ def _parse_complete_lines(
             slow_lines.append(line_number)
     if not slow_lines:
         return rejections.result(WriteBatch(fast.names.tolist(), fast.timestamps, fast.values))
+    # Interleave the two sets of points back into line order.
     slow_batch = slow.batch()
-    order = np.argsort(
-        np.concatenate([fast.lines, np.array(slow_lines, dtype=np.int64)]), kind="stable"
-    )
-    slow_name_objects = np.empty(len(slow_lines), dtype=object)
-    slow_name_objects[:] = slow_batch.names
-    names = np.concatenate([fast.names, slow_name_objects])[order]
-    timestamps = np.concatenate([fast.timestamps, slow_batch.timestamps])[order]
-    values = np.concatenate([fast.values, slow_batch.values])[order]
+    slow_line_numbers = np.array(slow_lines, dtype=np.int64)
+    accepted = np.zeros(len(starts), dtype=bool)
+    accepted[fast.lines] = True
+    accepted[slow_line_numbers] = True
+    rank = np.cumsum(accepted) - 1
+    fast_at, slow_at = rank[fast.lines], rank[slow_line_numbers]
+    total = len(fast.lines) + len(slow_lines)
+    names = np.empty(total, dtype=object)
+    names[fast_at] = fast.names
+    names[slow_at] = slow_batch.names
+    timestamps = np.empty(total, dtype=np.int64)
+    timestamps[fast_at] = fast.timestamps
+    timestamps[slow_at] = slow_batch.timestamps
+    values = np.empty(total, dtype=np.float64)
+    values[fast_at] = fast.values
+    values[slow_at] = slow_batch.values
     return rejections.result(WriteBatch(names.tolist(), timestamps, values))
 
 
@@ -323,6 +366,7 @@ def _parse_eligible_lines(
     eligible_lines: np.ndarray,
     now: int,
     max_line_length: int,
+    reading: _NumberReading,
 ) -> _FastLines:
     count = len(eligible_lines)
     if count == 0:
@@ -331,13 +375,17 @@ def _parse_eligible_lines(
             nothing, np.empty(0, dtype=object), nothing, np.empty(0, np.float64), nothing
         )
     fields = _eligible_bytes(data, layout, eligible_lines)
-    try:
-        table = _read_fields(fields, max_line_length, pa.float64())
-        values = table.column(1).to_numpy()
-        raw_timestamps = table.column(2).to_numpy()
-        value_ok = np.ones(count, dtype=bool)
-        timestamp_ok = np.ones(count, dtype=bool)
-    except pa.ArrowInvalid:  # some number Arrow will not parse: find which, field by field
+    table = None
+    if not reading.expect_bad_numbers():
+        try:
+            table = _read_fields(fields, max_line_length, pa.float64())
+            values = table.column(1).to_numpy()
+            raw_timestamps = table.column(2).to_numpy()
+            value_ok = timestamp_ok = np.ones(count, dtype=bool)
+        except pa.ArrowInvalid:  # some number Arrow will not parse
+            reading.saw_bad_numbers()
+            table = None
+    if table is None:  # read the numbers as text, then find which ones parse
         table = _read_fields(fields, max_line_length, pa.binary())
         values, value_ok = _parse_numbers(table.column(1))
         raw_timestamps, timestamp_ok = _parse_numbers(table.column(2))
@@ -382,7 +430,7 @@ def _read_fields(buffer: pa.Buffer, max_line_length: int, number_type: pa.DataTy
     read = pa_csv.ReadOptions(
         column_names=["name", "value", "timestamp"],
         use_threads=buffer.size > _THREADED_PARSE_BYTES,
-        block_size=max(1 << 22, 2 * max_line_length + 2),
+        block_size=max(min(buffer.size + 1, 1 << 22), 2 * max_line_length + 2),
     )
     parse = pa_csv.ParseOptions(
         delimiter=" ",
@@ -411,22 +459,49 @@ def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     chunks = pc.dictionary_encode(column).chunks  # one dictionary shared by all chunks
     distinct = chunks[0].dictionary
     indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks])
+    high_byte, unusual = _name_flags(distinct)
     try:
-        texts: list[str | None] = distinct.cast(pa.string()).to_pylist()
-    except pa.ArrowInvalid:
-        texts = [_utf8_or_none(raw) for raw in distinct.to_pylist()]
-    as_text = distinct.view(pa.string())
-    unusual = pc.or_(
-        pc.or_(pc.invert(pc.string_is_ascii(as_text)), pc.match_substring(as_text, ";")),
-        pc.or_(pc.starts_with(as_text, "~"), pc.ends_with(as_text, '"}')),
-    )
+        texts = distinct.cast(pa.string()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:  # some name is not UTF-8: decode the non-ASCII ones one by one
+        texts = np.empty(len(distinct), dtype=object)
+        ascii_only = ~high_byte
+        texts[ascii_only] = (
+            distinct.filter(pa.array(ascii_only)).cast(pa.string()).to_numpy(zero_copy_only=False)
+        )
+        for position in np.flatnonzero(high_byte).tolist():
+            texts[position] = _utf8_or_none(distinct[position].as_py())
     usable = np.ones(len(texts), dtype=bool)
-    for position in np.flatnonzero(unusual.to_numpy(zero_copy_only=False)).tolist():
+    for position in np.flatnonzero(unusual).tolist():
         texts[position] = _normalised_or_none(texts[position])
         usable[position] = texts[position] is not None
-    names = np.empty(len(texts), dtype=object)
-    names[:] = texts
-    return names[indices], usable[indices]
+    return texts[indices], usable[indices]
+
+
+def _name_flags(distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Which names (non-empty, as Arrow binary) have a byte >= 0x80, and which are unusual:
+    not plain ASCII, or carrying tags or a leading ``~``.
+
+    Read straight from the array's offsets and bytes: one numpy pass instead of
+    an Arrow kernel per test.
+    """
+    _, offsets_buffer, data_buffer = distinct.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+        distinct.offset : distinct.offset + len(distinct) + 1
+    ]
+    first, end = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[first:end]
+    starts, ends = offsets[:-1] - first, offsets[1:] - first
+    high = np.concatenate([[0], np.cumsum(data >= 0x80, dtype=np.int64)])
+    semicolons = np.concatenate([[0], np.cumsum(data == ord(";"), dtype=np.int64)])
+    high_byte = high[ends] > high[starts]
+    unusual = high_byte | (semicolons[ends] > semicolons[starts])
+    unusual |= data[starts] == ord("~")
+    unusual |= (
+        (ends - starts >= 2)
+        & (data[ends - 1] == ord("}"))
+        & (data[np.maximum(ends - 2, 0)] == ord('"'))
+    )
+    return high_byte, unusual
 
 
 def _utf8_or_none(raw: bytes) -> str | None:

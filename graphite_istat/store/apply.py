@@ -178,9 +178,12 @@ def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = Fa
         stamps = stamps[ok]
     stale = stamps < runs.bucket
     if stale.any():
-        sb, sr = cells.block[stale], cells.row[stale]
+        # Many runs share a row: clear each stale row once.
+        rowkey = cells.block[stale] * view.rows + cells.row[stale]
+        rowkey, first = np.unique(rowkey, return_index=True)
+        sb, sr = np.divmod(rowkey, view.rows)
         view.fields["count"][sb, sr, :] = 0
-        view.stamps[sb, sr] = runs.bucket[stale]
+        view.stamps[sb, sr] = runs.bucket[stale][first]
 
     B = shard.block_columns
     flat = view.flat

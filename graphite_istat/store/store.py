@@ -33,7 +33,7 @@ from .apply import apply_points
 from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
 from .format import FORMAT_VERSION, ArchiveSpec, CorruptFileError, FormatError, Layout
 from .lock import WriterLock
-from .names import InvalidNameError, NameIndex
+from .names import InvalidNameError, NameIndex, encode_name
 from .read import TimeGrid, choose_grid, read_columns
 from .shardfile import ShardFile, fsync_directory
 from .stats import NEEDS, SUB_COUNTERS, aggregate, derive
@@ -43,6 +43,7 @@ DATA_DIR = "data"
 INDEX_NAME = "names.log"
 SLOT_SHIFT = 32
 COLUMN_MASK = (1 << SLOT_SHIFT) - 1
+COMPACT_MIN_GARBAGE = 10_000
 
 
 class StoreError(Exception):
@@ -296,6 +297,7 @@ class Store:
 
     def _create_metric(self, name: str) -> int:
         assert self.rules is not None
+        encode_name(name)  # refuse a bad name before it costs a column
         layout, method, xff = _layout_for(self.rules, name)
         shard = shard_of(name, self.options.shards)
         key = (shard, layout.key)
@@ -421,8 +423,18 @@ class Store:
             return np.argsort(compact * span + (tkey - tmin), kind="stable")
         return np.lexsort((tkey, slots))
 
+    def set_rules(self, rules: StorageRules) -> None:
+        """Use new storage rules for metrics created from now on (existing ones keep theirs)."""
+        with self._write_lock:
+            self.rules = rules
+
     def sync(self) -> None:
-        """Make everything written so far durable (index and shard files)."""
+        """Make everything written so far durable (index and shard files).
+
+        Compacts the name index first when most of its log is dead records.
+        """
+        if self.index.garbage_records > max(COMPACT_MIN_GARBAGE, len(self.index)):
+            self.index.compact()
         self.index.flush(fsync=True)
         for shard_file in self._files.values():
             if shard_file.writable:

@@ -270,3 +270,15 @@ def test_deeply_nested_point_is_refused_and_described_safely() -> None:
 def test_length_inside_the_pickle_beyond_the_frame_is_bad_pickle() -> None:
     payload = b"\x80\x05\x96" + struct.pack("<Q", 1 << 56) + b"x."
     assert feed_all([frame(payload)]).rejected == {"bad_pickle": 1}
+
+
+def test_names_needing_normalisation_in_an_all_good_frame() -> None:
+    frame_points = [
+        ("~a", (1, 1.0)),
+        ('m{b="1",a="2"}', (1, 1.0)),
+        ("b;y=1;x=2", (1, 1.0)),
+        ("plain", (1, 1.0)),
+    ]
+    result = feed_all([framed(frame_points, protocol=4)])
+    assert list(result.batch.names) == ["a", "m;a=2;b=1", "b;x=2;y=1", "plain"]
+    assert result.rejected == {}

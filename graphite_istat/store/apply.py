@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .format import COUNT_MAX
+from .format import APPROXIMATE, COUNT_MAX
 from .shardfile import ArchiveView, ShardFile
 
 
@@ -152,13 +152,14 @@ def _keep_newest_per_row(runs: Runs, cells: Cells, view: ArchiveView) -> np.ndar
     return np.sort(order[bk == newest])
 
 
-def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = False) -> int:
+def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = False, approximate: bool = False) -> int:
     """Merge runs into one archive of a file; returns how many runs were stored.
 
     Rows holding an older bucket are cleared first; runs whose row already
     holds a newer bucket are beyond this archive's retention and skipped.
     With ``replace`` the runs overwrite their cells (the finest archive of a
-    keep-last schema) instead of combining with them.
+    keep-last schema, imported history) instead of combining with them;
+    ``approximate`` marks the cells as estimated rather than made of raw points.
     """
     if not len(runs):
         return 0
@@ -190,14 +191,16 @@ def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = Fa
     cell = cells.row * B + cells.col
     i_count = cells.block * view.flat_block_stride["count"] + cell
     i_f8 = cells.block * view.flat_block_stride["sum"] + cell  # all float64 fields share it
-    old_count = flat["count"][i_count].astype(np.int64)
+    old_raw = flat["count"][i_count].astype(np.int64)
+    old_count = old_raw & COUNT_MAX
     if replace:
         fresh = np.ones(len(runs), dtype=bool)
-        new_count = runs.count
+        new_count = np.minimum(runs.count, COUNT_MAX) | (APPROXIMATE if approximate else 0)
     else:
         fresh = old_count == 0
-        new_count = old_count + runs.count
-    flat["count"][i_count] = np.minimum(new_count, COUNT_MAX)
+        flag = np.where(fresh, 0, old_raw & APPROXIMATE) | (APPROXIMATE if approximate else 0)
+        new_count = np.minimum(old_count + runs.count, COUNT_MAX) | flag
+    flat["count"][i_count] = new_count
     if fresh.all():
         flat["sum"][i_f8] = runs.sum
         flat["sumsq"][i_f8] = runs.sumsq
@@ -238,7 +241,7 @@ def recompute_from_finer(shard: ShardFile, archive: int, runs: Runs, now: int) -
     covered = (stamps <= sub).all(axis=1) & (runs.bucket >= fine_window_start)
     valid = stamps == sub
     f = fine.fields
-    counts = np.where(valid, f["count"][blocks, rows, cols], 0).astype(np.int64)
+    counts = np.where(valid, f["count"][blocks, rows, cols], 0).astype(np.int64) & COUNT_MAX
     has = counts > 0
     covered &= has.any(axis=1)
     if not covered.any():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import FORMAT_VERSION, HEADER_SIZE, FormatError, column_record_ok
+from .format import COUNT_MAX, FORMAT_VERSION, HEADER_SIZE, FormatError, column_record_ok
 from .names import IndexCorruptError, NameIndex, NameIndexError, verify
 from .shardfile import ShardFile
 
@@ -122,7 +122,7 @@ def _check_cells(path: Path, block: int, archive: int, view) -> list[str]:
         problems.append(f"{path}: block {block} archive {archive}: {len(off_grid)} row stamps off the {view.step}s grid")
     for lo in range(0, len(used), ROW_CHUNK):
         rows = used[lo : lo + ROW_CHUNK]
-        count = view.fields["count"][block, rows, :]
+        count = view.fields["count"][block, rows, :] & COUNT_MAX
         has = count > 0
         if not has.any():
             continue

@@ -55,13 +55,17 @@ Block (``block_bytes`` long, every region page aligned)::
              f32 xFilesFactor, u32 reserved, u32 crc32 of the first 12 bytes
     then for each archive, in file header order, page aligned:
         stamps       i64[rows]            bucket start time held by the row; 0 = never written
-        count        u32[rows][B]
+        count        u32[rows][B]         bits 0-30: points; bit 31: approximate (see below)
         sum          f64[rows][B]
         sumsq        f64[rows][B]
         min          f64[rows][B]
         max          f64[rows][B]
         last         f64[rows][B]         only with flag bit 0
         last_offset  i32[rows][B]         only with flag bit 0: seconds from bucket start
+
+A cell is *approximate* when its counters were not made from raw points but
+estimated from one aggregate value (history imported from whisper's coarser
+archives); new raw points merged into it keep it approximate.
 
 A cell (row r, column c) belongs to bucket ``stamps[r]``. ``count == 0`` means
 empty; the other counters of an empty cell are meaningless and are overwritten
@@ -127,7 +131,8 @@ LAST_FIELDS: tuple[tuple[str, np.dtype], ...] = (
     ("last", np.dtype("<f8")),
     ("last_offset", np.dtype("<i4")),
 )
-COUNT_MAX = np.iinfo(np.uint32).max
+COUNT_MAX = (1 << 31) - 1  # points per bucket; more saturate at this value
+APPROXIMATE = 1 << 31
 
 # Aggregation methods as stored in column records (carbon's names).
 AGGREGATION_METHODS: tuple[str, ...] = (

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .format import Layout
+from .format import APPROXIMATE, COUNT_MAX, Layout
 from .shardfile import ShardFile
 
 
@@ -94,11 +94,14 @@ def read_columns(
     """Counters of ``columns`` on ``grid``: field -> array (len(columns), grid.points).
 
     Cells of other buckets than the grid's (stale ring rows) read as count 0.
+    ``count`` is the number of points; ``approximate`` (always returned) is
+    True where a cell was estimated from an imported aggregate.
     """
     n, t = len(columns), grid.points
     view = shard.archives[grid.archive] if shard.nblocks else None
     out = {name: np.zeros((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
     if view is None or n == 0 or t == 0:
+        out["approximate"] = np.zeros((n, t), dtype=bool)
         return out
     block, col = np.divmod(np.asarray(columns, dtype=np.int64), shard.block_columns)
     blocks = np.unique(block)
@@ -121,4 +124,7 @@ def read_columns(
     stale = stamps != buckets[None, :]
     if stale.any():
         out["count"][stale] = 0
+    raw = out["count"]
+    out["approximate"] = (raw & APPROXIMATE) != 0
+    raw &= COUNT_MAX
     return out

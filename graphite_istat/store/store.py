@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.retention import Retention, validate_retentions
 from ..config.storage_rules import StorageRules
-from .apply import apply_points
+from .apply import Runs, apply_points, merge_runs
 from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
-from .format import FORMAT_VERSION, ArchiveSpec, CorruptFileError, FormatError, Layout
+from .format import FORMAT_VERSION, METHOD_CODES, ArchiveSpec, CorruptFileError, FormatError, Layout
 from .lock import WriterLock
 from .names import InvalidNameError, NameIndex, encode_name
 from .read import TimeGrid, choose_grid, read_columns
@@ -295,10 +296,12 @@ class Store:
 
     # -- writing ----------------------------------------------------------
 
-    def _create_metric(self, name: str) -> int:
-        assert self.rules is not None
+    def _create_metric(self, name: str, explicit: tuple[Layout, str, float] | None = None) -> int:
         encode_name(name)  # refuse a bad name before it costs a column
-        layout, method, xff = _layout_for(self.rules, name)
+        if explicit is None:
+            assert self.rules is not None
+            explicit = _layout_for(self.rules, name)
+        layout, method, xff = explicit
         shard = shard_of(name, self.options.shards)
         key = (shard, layout.key)
         file_no = self._file_for_key.get(key)
@@ -422,6 +425,87 @@ class Store:
         if int((slots & COLUMN_MASK).max()) < (1 << 24) and (int(compact.max()) + 1) * span < (1 << 62):
             return np.argsort(compact * span + (tkey - tmin), kind="stable")
         return np.lexsort((tkey, slots))
+
+    def create_metric(
+        self,
+        name: str,
+        archives: Sequence[tuple[int, int]],
+        method: str,
+        x_files_factor: float,
+        *,
+        keep_last: bool = False,
+    ) -> MetricInfo:
+        """Create a metric with explicit archives ((step, rows), finest first) instead of the rules'.
+
+        For importers and carbon's ``create``; raises ``StoreError`` if it exists.
+        """
+        if not self.writable:
+            raise StoreError("this store was opened read-only")
+        if method not in METHOD_CODES:
+            raise StoreError(f"unknown aggregation method {method!r}")
+        specs = tuple(ArchiveSpec(int(step), int(rows)) for step, rows in archives)
+        validate_retentions(Retention(s.step, s.rows) for s in specs)
+        layout = Layout(specs, with_last=method == "last", keep_last=keep_last)
+        with self._write_lock:
+            if name in self.index:
+                raise StoreError(f"{name}: already exists")
+            slot = self._create_metric(name, (layout, method, float(x_files_factor)))
+            self.index.flush(fsync=False)
+            return self._info(name, slot)
+
+    def write_cells(
+        self,
+        name: str,
+        archive: int,
+        buckets: np.ndarray,
+        counters: dict[str, np.ndarray],
+        *,
+        approximate: bool,
+        now: int | None = None,
+    ) -> int:
+        """Set whole cells of one archive (imported history): returns how many were stored.
+
+        ``counters`` holds count, sum, sumsq, min and max per bucket (and
+        ``last`` for metrics that store it). Cells are replaced, not
+        combined, so importing the same history twice changes nothing.
+        Buckets outside the archive's window measured from ``now`` are skipped.
+        """
+        if not self.writable:
+            raise StoreError("this store was opened read-only")
+        now = int(time.time()) if now is None else int(now)
+        with self._write_lock:
+            info = self.info(name)
+            shard_file = self._files[info.slot >> SLOT_SHIFT]
+            spec = info.layout.archives[archive]
+            buckets = np.asarray(buckets, dtype=np.int64)
+            order = np.argsort(buckets, kind="stable")
+            buckets = buckets[order]
+            if len(buckets) and ((buckets % spec.step).any() or (np.diff(buckets) == 0).any()):
+                raise StoreError(f"{name}: buckets must be distinct multiples of {spec.step}")
+            window_start = (now - now % spec.step) - (spec.rows - 1) * spec.step
+            keep = order[buckets >= window_start]
+            buckets = buckets[buckets >= window_start]
+            if not len(buckets):
+                return 0
+            values = {k: np.asarray(v)[keep] for k, v in counters.items()}
+            runs = Runs(
+                column=np.full(len(buckets), info.slot & COLUMN_MASK, dtype=np.int64),
+                bucket=buckets,
+                count=values["count"].astype(np.int64),
+                sum=values["sum"].astype(np.float64),
+                sumsq=values["sumsq"].astype(np.float64),
+                min=values["min"].astype(np.float64),
+                max=values["max"].astype(np.float64),
+                last=values.get("last", values["max"]).astype(np.float64),
+                last_ts=buckets,
+            )
+            block = np.array([(info.slot & COLUMN_MASK) // shard_file.block_columns])
+            shard_file.generations[block] += 1
+            try:
+                stored = merge_runs(shard_file, archive, runs, replace=True, approximate=approximate)
+            finally:
+                shard_file.generations[block] += 1
+            return stored
 
     def set_rules(self, rules: StorageRules) -> None:
         """Use new storage rules for metrics created from now on (existing ones keep theirs)."""

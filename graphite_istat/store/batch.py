@@ -17,11 +17,25 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class WriteBatch:
-    """Points to store: ``names[i]`` had ``values[i]`` at ``timestamps[i]``."""
+    """Points to store: point i had ``values[i]`` at ``timestamps[i]``.
+
+    Its name is ``names[i]``, or, when ``name_ids`` is given,
+    ``names[name_ids[i]]``: producers that already know the distinct names
+    (a parser that deduplicates them) pass each once, and the store then
+    looks each up once.
+    """
 
     names: Sequence[str]
     timestamps: np.ndarray  # int64 seconds since the epoch
     values: np.ndarray  # float64
+    name_ids: np.ndarray | None = None  # int64 index into names, one per point
+
+    def point_names(self) -> Sequence[str]:
+        """The name of every point (expands ``name_ids``)."""
+        if self.name_ids is None:
+            return self.names
+        names = self.names
+        return [names[i] for i in self.name_ids.tolist()]
 
     @classmethod
     def from_points(cls, points: Sequence[tuple[str, float, float]]) -> WriteBatch:
@@ -32,7 +46,7 @@ class WriteBatch:
         return cls.from_arrays(names, ts, vals)
 
     @classmethod
-    def from_arrays(cls, names: Sequence[str], timestamps, values) -> WriteBatch:
+    def from_arrays(cls, names: Sequence[str], timestamps, values, name_ids=None) -> WriteBatch:
         """Build a batch from parallel sequences; float timestamps are floored.
 
         Timestamps that are not finite or do not fit in int64 become the
@@ -47,11 +61,16 @@ class WriteBatch:
         else:
             ts = ts.astype(np.int64, copy=False)
         vals = np.asarray(values, dtype=np.float64)
-        if not (len(names) == len(ts) == len(vals)):
+        if name_ids is not None:
+            name_ids = np.asarray(name_ids, dtype=np.int64)
+            if len(name_ids) and (name_ids.min() < 0 or name_ids.max() >= len(names)):
+                raise ValueError("name_ids must index into names")
+        per_point = len(names) if name_ids is None else len(name_ids)
+        if not (per_point == len(ts) == len(vals)):
             raise ValueError(
-                f"names, timestamps and values differ in length: {len(names)}, {len(ts)}, {len(vals)}"
+                f"names, timestamps and values differ in length: {per_point}, {len(ts)}, {len(vals)}"
             )
-        return cls(names, ts, vals)
+        return cls(names, ts, vals, name_ids)
 
     def __len__(self) -> int:
         return len(self.timestamps)

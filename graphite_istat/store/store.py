@@ -322,7 +322,6 @@ class Store:
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             created: dict[str, int] = {}
-            invalid = 0
             for i in missing.tolist():
                 name = names[i]
                 slot = created.get(name)
@@ -332,12 +331,20 @@ class Store:
                     except InvalidNameError:
                         slot = -1
                     created[name] = slot
-                if slot < 0:
-                    invalid += 1
                 slots[i] = slot
             result.created += sum(1 for s in created.values() if s >= 0)
-            result.reject("invalid_name", invalid)
         return slots
+
+    def _point_slots(self, batch: WriteBatch, keep: np.ndarray | None, result: WriteResult) -> np.ndarray:
+        """The slot of every kept point (``keep``: indices, or None for all)."""
+        if batch.name_ids is None:
+            names = batch.names if keep is None else [batch.names[i] for i in keep.tolist()]
+            return self._slots(names, result)
+        ids = batch.name_ids if keep is None else batch.name_ids[keep]
+        used = np.flatnonzero(np.bincount(ids, minlength=len(batch.names)))
+        name_slots = np.full(len(batch.names), -1, dtype=np.int64)
+        name_slots[used] = self._slots([batch.names[i] for i in used.tolist()], result)
+        return name_slots[ids]
 
     def write(self, batch: WriteBatch, now: int | None = None) -> WriteResult:
         """Apply a batch; returns what was accepted, created and rejected (by reason)."""
@@ -365,14 +372,14 @@ class Store:
         result.reject("bad_timestamp", int(bad_ts.sum()))
         result.reject("too_far_future", int(future.sum()))
         ok = ~(nan | inf | bad_ts | future)
-        names: Sequence[str] = batch.names
+        keep = None
         if not ok.all():
             keep = np.flatnonzero(ok)
-            names = [names[i] for i in keep.tolist()]
             ts, values = ts[keep], values[keep]
         if not len(ts):
             return
-        slots = self._slots(names, result)
+        slots = self._point_slots(batch, keep, result)
+        result.reject("invalid_name", int((slots < 0).sum()))
         file_no = slots >> SLOT_SHIFT
         # Per-file limits, looked up per point through small arrays.
         nfiles = self._next_file_no

@@ -1,0 +1,254 @@
+"""The wiring of one receiver process: store, pipeline, listeners, timers, signals, shutdown.
+
+``run_receiver`` is the whole life of ``graphite-istat serve``:
+
+1. open the store (the writer lock) with the storage rules, start the pipeline;
+2. listen (plaintext TCP, pickle TCP, UDP when enabled) and log the bound
+   ports as ``listening: <line|pickle> <tcp|udp> HOST:PORT``, then ``ready``;
+3. run the reactor: SIGHUP re-reads storage-schemas.conf and
+   storage-aggregation.conf (for metrics created from then on; connections
+   stay open), SIGUSR1 writes the self-metrics at once, SIGTERM/SIGINT stop;
+4. on stop: stop listening, read what the kernel already acknowledged on
+   every connection, close them, parse and write everything received,
+   write the last self-metrics, close the store, log the totals as
+   ``stopped: {json}``, return 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
+
+from graphite_istat.config import ConfigError, StorageRules, load_storage_rules
+from graphite_istat.receiver.counters import ReceiverCounters
+from graphite_istat.receiver.pipeline import Pipeline
+from graphite_istat.receiver.protocols import (
+    ConnectionHub,
+    DatagramReceiver,
+    ReceiverFactory,
+    describe_address,
+)
+from graphite_istat.receiver.selfmetrics import SelfMetrics
+from graphite_istat.receiver.settings import ReceiverSettings
+from graphite_istat.receiver.streams import LINE, PICKLE
+from graphite_istat.store.batch import WriteBatch, WriteResult
+from graphite_istat.store.store import Store
+
+
+class StoreWriter:
+    """The pipeline's view of the store; also where storage rules are swapped (writer thread)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write(self, batch: WriteBatch) -> WriteResult:
+        return self.store.write(batch)
+
+    def sync(self) -> None:
+        self.store.sync()
+
+    def replace_rules(self, rules: StorageRules) -> None:
+        # Called on the writer thread only, between writes: no write can see a half swap.
+        self.store.rules = rules
+
+
+class ReceiverService:
+    """One daemon: listeners on the reactor, the pipeline behind them, the store at the end."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ReceiverSettings,
+        store: Store,
+        conf_dir: Path,
+        logger: logging.Logger,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.store = store
+        self.conf_dir = conf_dir
+        self.logger = logger
+        self.counters = ReceiverCounters()
+        self.writer = StoreWriter(store)
+        self.pipeline = Pipeline(
+            self.writer,
+            self.counters,
+            logger=logger,
+            parser_threads=settings.parser_threads,
+            write_batch_points=settings.write_batch_points,
+            receive_queue_bytes=settings.receive_queue_bytes,
+            write_queue_points=settings.write_queue_points,
+            max_cache_size=settings.max_cache_size,
+            visibility_interval=settings.visibility_interval,
+            fsync_interval=settings.fsync_interval,
+            on_pause=lambda: reactor.callFromThread(self.hub.pause),
+            on_resume=lambda: reactor.callFromThread(self.hub.resume),
+        )
+        self.hub = ConnectionHub(self.pipeline, logger)
+        self.self_metrics = SelfMetrics(
+            settings.metric_path, self.counters, self.pipeline.buffered_points
+        )
+        self.ports: list[Any] = []
+        self.bound: list[tuple[str, str, str, int]] = []
+        self._metrics_timer: LoopingCall | None = None
+        self._stopped = False
+
+    # -- starting -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pipeline and listen; log the bound addresses."""
+        self.pipeline.start()
+        s = self.settings
+        self._listen_tcp(LINE, s.line_interface, s.line_port)
+        self._listen_tcp(PICKLE, s.pickle_interface, s.pickle_port)
+        if s.udp_enabled:
+            label = f"udp {s.udp_interface}:{s.udp_port}"
+            port = self.reactor.listenUDP(
+                s.udp_port, DatagramReceiver(self.pipeline, self.logger, label), s.udp_interface
+            )
+            self._bound(LINE, "udp", port)
+        if s.metric_interval > 0:
+            self._metrics_timer = LoopingCall(self.write_self_metrics)
+            self._metrics_timer.start(s.metric_interval, now=False)
+        self.logger.info("ready")
+
+    def _listen_tcp(self, kind: str, interface: str, port_number: int) -> None:
+        factory = ReceiverFactory(kind, self.hub, self.reactor)
+        port = self.reactor.listenTCP(port_number, factory, backlog=128, interface=interface)
+        self._bound(kind, "tcp", port)
+
+    def _bound(self, kind: str, transport: str, port: Any) -> None:
+        self.ports.append(port)
+        address = port.getHost()
+        self.bound.append((kind, transport, address.host, address.port))
+        self.logger.info("listening: %s %s %s", kind, transport, describe_address(address))
+
+    # -- while running ------------------------------------------------------
+
+    def write_self_metrics(self) -> None:
+        """Queue the self-metrics of the interval just ended for the writer thread."""
+        self.pipeline.call_in_writer(self._write_self_metrics_now)
+
+    def _write_self_metrics_now(self) -> None:
+        result = self.store.write(self.self_metrics.batch())
+        if result.rejected:
+            self.logger.warning("self-metrics rejected by the store: %s", result.rejected)
+
+    def reload_rules(self) -> None:
+        """Re-read the storage rules (on the writer thread); keep the old ones on an error."""
+        self.pipeline.call_in_writer(self._reload_rules_now)
+
+    def _reload_rules_now(self) -> None:
+        try:
+            rules = load_storage_rules(self.conf_dir)
+        except (ConfigError, OSError) as error:
+            self.logger.error("storage rules not reloaded, the old ones stay: %s", error)
+            return
+        self.writer.replace_rules(rules)
+        self.logger.info("reloaded storage rules from %s", self.conf_dir)
+
+    # -- stopping -----------------------------------------------------------
+
+    def stop(self) -> Deferred:
+        """Stop listening, close the connections, drain the pipeline, close the store."""
+        if self._stopped:
+            return succeed(None)
+        self._stopped = True
+        self.logger.info("stopping: draining what was received")
+        if self._metrics_timer is not None and self._metrics_timer.running:
+            self._metrics_timer.stop()
+        stopped_listening = DeferredList([maybeDeferred(port.stopListening) for port in self.ports])
+        self.hub.close_all()
+        drained = threads.deferToThread(self._drain)
+        return DeferredList([stopped_listening, drained])
+
+    def _drain(self) -> None:
+        self.pipeline.stop()
+        if self.settings.metric_interval > 0:
+            self._write_self_metrics_now()
+        self.store.close()
+        self.logger.info(
+            "stopped: %s", json.dumps(self.counters.totals().as_dict(), sort_keys=True)
+        )
+
+
+def install_signal_handlers(reactor: Any, service: ReceiverService) -> None:
+    """SIGHUP: reload the storage rules; SIGUSR1: write the self-metrics now.
+
+    Twisted installs SIGTERM and SIGINT itself (they stop the reactor, which
+    runs ``service.stop`` as a before-shutdown trigger).
+    """
+
+    def hop(action: Callable[[], None]) -> Callable[[int, Any], None]:
+        return lambda signum, frame: reactor.callFromThread(action)
+
+    signal.signal(signal.SIGHUP, hop(service.reload_rules))
+    signal.signal(signal.SIGUSR1, hop(service.write_self_metrics))
+
+
+def run_receiver(
+    settings: ReceiverSettings,
+    store: Store,
+    conf_dir: Path,
+    logger: logging.Logger,
+    *,
+    on_ready: Callable[[ReceiverService], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status (0 when everything was written)."""
+    from twisted.internet import reactor
+
+    service = ReceiverService(reactor, settings, store, conf_dir, logger)
+    failures: list[str] = []
+
+    def stop() -> Deferred:
+        deferred = service.stop()
+
+        def check(results: list[tuple[bool, Any]]) -> None:
+            for ok, value in _flatten(results):
+                if not ok:
+                    failures.append(str(value))
+                    logger.error("shutdown step failed: %s", value)
+
+        deferred.addCallback(check)
+        return deferred
+
+    def start() -> None:
+        try:
+            service.start()
+        except Exception as error:
+            # Most likely a port in use: nothing was received yet, stop at once.
+            failures.append(str(error))
+            logger.error("cannot start: %s", error)
+            reactor.stop()
+            return
+        if on_ready is not None:
+            on_ready(service)
+
+    install_signal_handlers(reactor, service)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.callWhenRunning(start)
+    reactor.suggestThreadPoolSize(2)
+    reactor.run()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    return 1 if failures else 0
+
+
+def _flatten(results: Any) -> list[tuple[bool, Any]]:
+    flat: list[tuple[bool, Any]] = []
+    for ok, value in results:
+        if ok and isinstance(value, list):
+            flat.extend(_flatten(value))
+        else:
+            flat.append((ok, value))
+    return flat

@@ -256,6 +256,15 @@ class ShardFile:
         method = AGGREGATION_METHODS[method_code] if method_code < len(AGGREGATION_METHODS) else "average"
         return bool(rec["in_use"]), method, float(rec["xff"])
 
+    def column_methods(self, columns: np.ndarray) -> tuple[list[str], list[float]]:
+        """Aggregation method and xFilesFactor of many columns at once."""
+        block, col = np.divmod(np.asarray(columns, dtype=np.int64), self.block_columns)
+        records = self.columns[block, col]
+        codes = np.minimum(records["method"], len(AGGREGATION_METHODS) - 1)
+        names = np.array(AGGREGATION_METHODS)[codes]
+        names[records["method"] >= len(AGGREGATION_METHODS)] = "average"
+        return names.tolist(), records["xff"].astype(np.float64).tolist()
+
     def release_column(self, column: int) -> None:
         """Empty a column in every archive and put it back on the free list.
 

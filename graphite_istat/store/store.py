@@ -100,16 +100,21 @@ class SeriesSet:
 
     def default_values(self) -> np.ndarray:
         """Each series' aggregation-method value, xFilesFactor applied."""
+        groups = {(m, x) for m, x in zip(self.methods, self.x_files_factors, strict=True)}
+        if len(groups) == 1:
+            ((method, xff),) = groups
+            return aggregate(
+                method, self.counters, step=self.grid.step, finest_step=self.finest_step, x_files_factor=xff
+            )
         out = np.empty((len(self.names), self.grid.points), dtype=np.float64)
-        for method in set(self.methods):
-            rows = [i for i, m in enumerate(self.methods) if m == method]
-            xffs = {self.x_files_factors[i] for i in rows}
-            for xff in xffs:
-                pick = np.array([i for i in rows if self.x_files_factors[i] == xff])
-                sub = {k: v[pick] for k, v in self.counters.items()}
-                out[pick] = aggregate(
-                    method, sub, step=self.grid.step, finest_step=self.finest_step, x_files_factor=xff
-                )
+        methods = np.array(self.methods)
+        xffs = np.array(self.x_files_factors)
+        for method, xff in groups:
+            pick = np.flatnonzero((methods == method) & (xffs == xff))
+            sub = {k: v[pick] for k, v in self.counters.items()}
+            out[pick] = aggregate(
+                method, sub, step=self.grid.step, finest_step=self.finest_step, x_files_factor=xff
+            )
         return out
 
 
@@ -646,7 +651,7 @@ class Store:
                 if grid is None:
                     continue
                 counters = read_columns(shard_file, columns, grid, use)
-                infos = [shard_file.column_info(c) for c in columns.tolist()]
+                methods, xffs = shard_file.column_methods(columns)
             except (FormatError, OSError) as e:
                 for name, _ in members:
                     result.errors[name] = str(e)
@@ -656,8 +661,8 @@ class Store:
                     names=[n for n, _ in members],
                     grid=grid,
                     counters=counters,
-                    methods=[m for _, m, _ in infos],
-                    x_files_factors=[x for _, _, x in infos],
+                    methods=methods,
+                    x_files_factors=xffs,
                     finest_step=layout.finest_step,
                 )
             )

@@ -1,8 +1,9 @@
 """A graphite-web site for the finder tests: settings in tmp, IstatFinder beside StandardFinder.
 
 Django settings are configured once per process, so the site is
-session-scoped; tests keep apart by writing under their own metric prefixes.
-Import the ``graphite_site`` fixture from here in a test module.
+session-scoped (and reused when another helper built it first with
+``build_site``); tests keep apart by writing under their own metric prefixes.
+Test modules load it with ``pytest_plugins = ['graphite_site']``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from graphite_istat.graphite.site import (
     WHISPER_FINDER,
     GraphiteSite,
     activate_site,
+    active_site,
     write_site,
 )
 from graphite_istat.store.batch import WriteBatch, WriteResult
@@ -105,7 +107,12 @@ def build_site(root: Path) -> GraphiteSite:
 
 @pytest.fixture(scope="session")
 def graphite_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    config = build_site(tmp_path_factory.mktemp("graphite"))
-    activate_site(config)
+    from django.conf import settings
+
+    if settings.configured:  # another helper of this suite built the site first
+        config = active_site()
+    else:
+        config = build_site(tmp_path_factory.mktemp("graphite"))
+        activate_site(config)
     now = int(time.time()) // 600 * 600 - 600
     return Site(config, now)

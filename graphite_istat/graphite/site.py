@@ -80,13 +80,38 @@ def activate_site(site: GraphiteSite, *, migrate: bool = True) -> None:
         raise SiteError("graphite-web is already configured in this process; a site is activated once")
     if str(site.directory) not in sys.path:
         sys.path.insert(0, str(site.directory))
-    os.environ["GRAPHITE_SETTINGS_MODULE"] = SETTINGS_MODULE
-    os.environ["DJANGO_SETTINGS_MODULE"] = "graphite.settings"
-    django.setup()
+    wanted = {"GRAPHITE_SETTINGS_MODULE": SETTINGS_MODULE, "DJANGO_SETTINGS_MODULE": "graphite.settings"}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        django.setup()  # reads both variables, once
+    finally:
+        # Child processes (carbon, other tools) must not inherit this site's settings.
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if migrate:
         from django.core.management import call_command
 
         call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+
+
+def active_site() -> GraphiteSite:
+    """The site this process's graphite-web was activated with (read back from its settings)."""
+    from django.conf import settings
+
+    module = sys.modules.get(SETTINGS_MODULE)
+    if not settings.configured or module is None or not getattr(settings, "ISTAT_STORAGE_DIR", ""):
+        raise SiteError("graphite-web was not configured by activate_site in this process")
+    return GraphiteSite(
+        directory=Path(module.__file__).parent,
+        storage_dir=Path(settings.STORAGE_DIR),
+        istat_storage_dir=Path(settings.ISTAT_STORAGE_DIR),
+        istat_conf_dir=Path(settings.ISTAT_CONF_DIR),
+        finders=tuple(settings.STORAGE_FINDERS),
+    )
 
 
 def wsgi_application():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,7 +118,6 @@ class ReceiverService:
         if s.metric_interval > 0:
             self._metrics_timer = LoopingCall(self.write_self_metrics)
             self._metrics_timer.start(s.metric_interval, now=False)
-        self.logger.info("ready")
 
     def _listen_tcp(self, kind: str, interface: str, port_number: int) -> None:
         factory = ReceiverFactory(kind, self.hub, self.reactor)
@@ -182,15 +180,21 @@ class ReceiverService:
 
 
 def install_signal_handlers(reactor: Any, service: ReceiverService) -> None:
-    """SIGHUP: reload the storage rules; SIGUSR1: write the self-metrics now.
+    """SIGTERM/SIGINT: stop (once; a repeated signal is ignored); SIGHUP: reload the storage
+    rules; SIGUSR1: write the self-metrics now. Installed once the reactor runs, over
+    Twisted's own SIGTERM/SIGINT handlers, which would stop the reactor a second time."""
+    stopping = []
 
-    Twisted installs SIGTERM and SIGINT itself (they stop the reactor, which
-    runs ``service.stop`` as a before-shutdown trigger).
-    """
+    def stop_once() -> None:
+        if not stopping and reactor.running:
+            stopping.append(True)
+            reactor.stop()
 
     def hop(action: Callable[[], None]) -> Callable[[int, Any], None]:
         return lambda signum, frame: reactor.callFromThread(action)
 
+    signal.signal(signal.SIGTERM, hop(stop_once))
+    signal.signal(signal.SIGINT, hop(stop_once))
     signal.signal(signal.SIGHUP, hop(service.reload_rules))
     signal.signal(signal.SIGUSR1, hop(service.write_self_metrics))
 
@@ -230,17 +234,19 @@ def run_receiver(
             logger.error("cannot start: %s", error)
             reactor.stop()
             return
+        install_signal_handlers(reactor, service)
+        logger.info("ready")
         if on_ready is not None:
             on_ready(service)
 
-    install_signal_handlers(reactor, service)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.callWhenRunning(start)
     reactor.suggestThreadPoolSize(2)
     reactor.run()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(
+            signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler
+        )
     return 1 if failures else 0
 
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog=PROG,
         description="Read, write and check a graphite-istat storage directory "
-        "(the whisper command-line tools' equivalents).",
+        "(the whisper command-line tools' equivalents), and run its services.",
         epilog="Exit status: 0 done, 1 failed (locked, corrupt, problems found, "
         "nothing written or deleted), 2 bad usage (arguments, unknown metric, "
         "bad pattern or configuration).",

@@ -548,7 +548,7 @@ def test_defaults_bind_loopback() -> None:
     assert (conf.line_receiver_port, conf.pickle_receiver_port, conf.udp_receiver_port) == (2003, 2004, 2003)
     assert (conf.carbon_metric_prefix, conf.carbon_metric_interval, conf.max_cache_size) == ("carbon", 60, math.inf)
     assert (conf.shards, conf.future_limit, conf.fsync_interval, conf.visibility_interval, conf.ack_port) == (
-        16, 600, 10.0, 1.0, 2005,
+        8, 600, 10.0, 1.0, 2005,
     )
     assert conf.instance is None and dict(conf.istat) == {}
 

@@ -86,10 +86,7 @@ class Locations:
 
     def store_options(self) -> StoreOptions:
         """The store settings of carbon.conf's [istat] section (its defaults without --config)."""
-        conf = self.carbon_conf
-        return StoreOptions(
-            shards=conf.shards, future_limit=conf.future_limit, fsync_interval=conf.fsync_interval
-        )
+        return StoreOptions.from_carbon_conf(self.carbon_conf)
 
     def storage_rules(self) -> StorageRules:
         if not self.conf_dir.is_dir():

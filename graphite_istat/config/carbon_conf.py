@@ -64,7 +64,7 @@ class CarbonConf:
     carbon_metric_prefix: str = "carbon"
     carbon_metric_interval: int = 60
     # From [istat]:
-    shards: int = 16
+    shards: int = 8
     future_limit: int = 600
     """Seconds a point's timestamp may be ahead of now before it is rejected."""
     fsync_interval: float = 10.0

@@ -71,7 +71,7 @@ def derive(stat: str, counters: Mapping[str, np.ndarray]) -> np.ndarray:
     """One stat from the counters (which must include ``NEEDS[stat]``)."""
     count = counters["count"]
     if stat == "count":
-        return count.astype(np.float64)
+        return _empty_to_nan(count, count)  # an empty bucket reads as null, count included
     if stat in ("sum", "sumsq", "min", "max", "last"):
         if stat not in counters:
             raise UnknownStatError(f"{stat!r} is not stored for this metric")

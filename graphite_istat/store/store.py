@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.carbon_conf import CarbonConf
 from ..config.retention import Retention, validate_retentions
 from ..config.storage_rules import StorageRules
 from .apply import Runs, apply_points, merge_runs
@@ -63,6 +64,11 @@ class StoreOptions:
     block_columns: int = 128
     future_limit: int = 600  # seconds a point may be ahead of now
     fsync_interval: float = 10.0  # 0: fsync at the end of every write
+
+    @classmethod
+    def from_carbon_conf(cls, conf: CarbonConf) -> StoreOptions:
+        """The store settings of carbon.conf's ``[istat]`` section."""
+        return cls(shards=conf.shards, future_limit=conf.future_limit, fsync_interval=conf.fsync_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,7 @@ class Store:
         self._next_file_no = 0
         self._last_sync = time.monotonic()
         self._write_lock = threading.Lock()  # writes and deletes, within the writer process
+        self._per_file: dict[str, np.ndarray] | None = None  # per-file lookup arrays, see _file_tables
 
     # -- opening ----------------------------------------------------------
 
@@ -196,8 +203,10 @@ class Store:
                 raise StoreError(f"{directory} is not a graphite-istat storage directory (no {STORE_META})")
             lock = None
         try:
-            options = cls._load_or_create_meta(directory, options, writable)
+            # The index exists before store.json does, so a reader that sees
+            # store.json finds a complete directory.
             index = NameIndex.open(directory / INDEX_NAME, writable=writable)
+            options = cls._load_or_create_meta(directory, options, writable)
             store = cls(directory, rules, options, index, lock)
             store._scan_files()
             if writable:
@@ -386,13 +395,10 @@ class Store:
         slots = self._point_slots(batch, keep, result)
         result.reject("invalid_name", int((slots < 0).sum()))
         file_no = slots >> SLOT_SHIFT
-        # Per-file limits, looked up per point through small arrays.
-        nfiles = self._next_file_no
-        oldest = np.full(nfiles + 1, np.iinfo(np.int64).max, dtype=np.int64)
-        usable = np.zeros(nfiles + 1, dtype=bool)
-        for no, shard_file in self._files.items():
-            oldest[no] = now - shard_file.layout.max_retention
-            usable[no] = True
+        tables = self._file_tables()
+        nfiles = len(tables["usable"]) - 1
+        usable = tables["usable"]
+        oldest = now - tables["retention"]
         file_idx = np.where(slots < 0, nfiles, file_no)
         bad_file = ~usable[file_idx] & (slots >= 0)
         result.reject("corrupt_file", int(bad_file.sum()))
@@ -415,19 +421,41 @@ class Store:
             apply_points(shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last)
         result.accepted += len(ts)
 
+    def _file_tables(self) -> dict[str, np.ndarray]:
+        """Per-file facts as arrays indexed by file number (one extra entry for 'no file').
+
+        ``usable``: the file is open for writing; ``retention``: its longest
+        retention (points older than now minus it are too old);
+        ``keep_last_step``: its finest step if it keeps the last point, else 0.
+        Rebuilt only when files were added.
+        """
+        tables = self._per_file
+        if tables is not None and len(tables["usable"]) == self._next_file_no + 1:
+            return tables
+        n = self._next_file_no + 1
+        usable = np.zeros(n, dtype=bool)
+        retention = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        keep_last_step = np.zeros(n, dtype=np.int64)
+        for no, shard_file in self._files.items():
+            usable[no] = True
+            retention[no] = shard_file.layout.max_retention
+            if shard_file.layout.keep_last:
+                keep_last_step[no] = shard_file.layout.finest_step
+        self._per_file = {"usable": usable, "retention": retention, "keep_last_step": keep_last_step}
+        return self._per_file
+
     def _sort_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Order by (slot, time), stable so that equal times keep arrival order.
 
         Keep-last files order by finest bucket rather than time: the point
         received last wins its bucket, as in whisper.
         """
-        keep_last_files = [no for no, f in self._files.items() if f.layout.keep_last]
+        if len(slots) == 1:
+            return np.zeros(1, dtype=np.int64)
+        keep_last_step = self._file_tables()["keep_last_step"]
         tkey = ts
-        if keep_last_files:
-            finest = np.zeros(self._next_file_no + 1, dtype=np.int64)
-            for no in keep_last_files:
-                finest[no] = self._files[no].layout.finest_step
-            step = finest[slots >> SLOT_SHIFT]
+        if keep_last_step.any():
+            step = keep_last_step[slots >> SLOT_SHIFT]
             tkey = np.where(step > 0, ts - ts % np.maximum(step, 1), ts)
         tmin = int(tkey.min())
         span = int(tkey.max()) - tmin + 1

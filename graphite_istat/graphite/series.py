@@ -103,7 +103,8 @@ def read_leaves(
 
 def _to_list(values: np.ndarray) -> list[float | None]:
     """Floats, exactly as stored, with ``None`` for NaN."""
-    out = values.tolist()
-    for i in np.flatnonzero(np.isnan(values)).tolist():
-        out[i] = None
-    return out
+    empty = np.isnan(values)
+    if not empty.any():
+        return values.tolist()
+    # An object array holding None and the floats: one C pass, then a plain copy to a list.
+    return np.where(empty, None, values).tolist()

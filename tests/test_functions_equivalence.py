@@ -152,7 +152,8 @@ def test_series_functions(lists, context, name):
 
 @HYPOTHESIS
 @given(series=series_lists_nan, context=contexts,
-       n=st.sampled_from([-5, 0, 0.001, 1, 10, 25, 33.3, 50, 75, 90, 99, 100, 101, 150, 1e308]),
+       n=st.sampled_from([-5, 0, 0.001, 1, 10, 25, 33.3, 50, 75, 90, 99, 100, 101, 150,
+                          1e20, 1e308, math.inf, math.nan]),
        interpolate=st.booleans())
 def test_percentile_of_series(series, context, n, interpolate):
     compare("percentileOfSeries", context, series, n, interpolate)
@@ -247,3 +248,28 @@ def test_none_and_nan_are_told_apart():
     assert array.present.tolist() == [True, False, True, True]
     assert math.isnan(array.values[2]) and array.values[1] == 0.0
     assert math.copysign(1.0, array.values[3]) == -1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_signed_zeros_sort_like_sorted(seed):
+    """0.0 and -0.0 are equal but print differently: ties must keep the series order."""
+    import random
+
+    from graphite.render import functions as stock
+    from graphite.render.datalib import TimeSeries
+
+    from graphite_istat.functions import SeriesFunctions
+
+    rng = random.Random(seed)
+    rows = [[rng.choice([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, None]) for _ in range(50)] for _ in range(64)]
+
+    def series():
+        return [TimeSeries(f"z.s{i}", 0, 50, 1, list(values)) for i, values in enumerate(rows)]
+
+    for n in (10, 25, 40, 50, 60, 75):
+        for interpolate in (False, True):
+            assert_same(
+                stock.percentileOfSeries({}, series(), n, interpolate),
+                SeriesFunctions["percentileOfSeries"]({}, series(), n, interpolate),
+            )
+    assert_same(stock.aggregate({}, series(), "median"), SeriesFunctions["aggregate"]({}, series(), "median"))

@@ -59,10 +59,12 @@ def raw_array(values: list) -> SeriesArray:
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
         raise UnrepresentableSeries(str(e)) from e
     size = len(arrow)
-    data = np.frombuffer(arrow.buffers()[1], dtype=np.float64, count=size, offset=arrow.offset * 8)
+    validity, data_buffer = arrow.buffers()  # a freshly built array: offset 0
+    data = np.frombuffer(data_buffer, dtype=np.float64, count=size)
     if arrow.null_count == 0:
         return SeriesArray(data.copy(), np.ones(size, dtype=bool))
-    present = np.asarray(arrow.is_valid())
+    bits = np.frombuffer(validity, dtype=np.uint8)
+    present = np.unpackbits(bits, count=size, bitorder="little").view(bool)
     return SeriesArray(np.where(present, data, 0.0), present)
 
 

@@ -23,7 +23,6 @@ documentation, so graphite-web validates arguments and lists them as before.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 
@@ -51,6 +50,8 @@ from .kernels import (
     row_counts,
     row_mask,
 )
+
+MAX_EXACT_RANK = 2.0**53
 
 
 def replaces(stock_function: Callable) -> Callable[[Callable], Callable]:
@@ -218,7 +219,8 @@ def percentileOfSeries(requestContext, seriesList, n, interpolate=False):
         return []
     name = f"percentileOfSeries({seriesList[0].pathExpression},{n:g})"
     series_list, start, end, step = stock.normalize([seriesList])
-    fallback = not math.isfinite(n / 100.0 * (len(series_list) + 1))
+    # Ranks past 2**53 fail in stock with errors that depend on their size: stock raises them.
+    fallback = not n / 100.0 * (len(series_list) + 1) < MAX_EXACT_RANK
     if not fallback:
         try:
             arrays = as_arrays(series_list)

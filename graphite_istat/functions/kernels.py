@@ -147,21 +147,35 @@ def stddev_rows(arrays, length):
 
 
 def sorted_rows(arrays: Sequence[SeriesArray], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's present values sorted ascending (stable), padded with NaN; and the counts."""
-    matrix = np.full((len(arrays), length), np.nan)
+    """Each row's present values sorted ascending, padded with NaN: ``(length, len(arrays))``.
+
+    Like ``sorted``, equal values keep their series order. Only 0.0 and -0.0
+    are equal yet distinguishable, so the fast unstable sort serves every row
+    that does not hold both, and those few rows are sorted again stably.
+    """
+    by_series = np.full((len(arrays), length), np.nan)
+    signed_zeros = np.zeros((2, length), dtype=bool)
     for index, array in enumerate(arrays):
         size = len(array)
-        matrix[index, :size] = np.where(array.present, array.values, np.nan)
-    matrix.sort(axis=0, kind="stable")
-    return matrix, row_counts(arrays, length)
+        by_series[index, :size] = np.where(array.present, array.values, np.nan)
+        zero = array.present & (array.values == 0.0)
+        negative = np.signbit(array.values)
+        signed_zeros[0, :size] |= zero & negative
+        signed_zeros[1, :size] |= zero & ~negative
+    by_row = np.ascontiguousarray(by_series.T)
+    ordered = np.sort(by_row, axis=1)
+    both = np.flatnonzero(signed_zeros[0] & signed_zeros[1])
+    if len(both):
+        ordered[both] = np.sort(by_row[both], axis=1, kind="stable")
+    return ordered, row_counts(arrays, length)
 
 
 def median_rows(arrays, length):
     ordered, counts = sorted_rows(arrays, length)
-    columns = np.arange(length)
+    rows = np.arange(length)
     middle = counts // 2
-    upper = ordered[np.minimum(middle, len(arrays) - 1), columns]
-    lower = ordered[np.maximum(middle - 1, 0), columns]
+    upper = ordered[rows, np.minimum(middle, len(arrays) - 1)]
+    lower = ordered[rows, np.maximum(middle - 1, 0)]
     return np.where(counts % 2 == 0, (lower + upper) / 2, upper), np.ones(length, dtype=bool)
 
 
@@ -186,13 +200,13 @@ def percentile_rows(
         out_of_row |= present & (ranks > counts)
     if out_of_row.any():
         raise PercentileRankError("list index out of range")
-    columns = np.arange(length)
-    rows = len(arrays)
+    rows = np.arange(length)
+    last = max(len(arrays) - 1, 0)
     pick = np.where(ranks == 0, 0, np.where(ranks - 1 == counts, counts - 1, ranks - 1))
-    value = ordered[np.clip(pick, 0, max(rows - 1, 0)), columns] if rows else np.zeros(length)
+    value = ordered[rows, np.clip(pick, 0, last)]
     if interpolate:
         has_next = ranks != counts
-        following = ordered[np.clip(ranks, 0, max(rows - 1, 0)), columns]
+        following = ordered[rows, np.clip(ranks, 0, last)]
         value = np.where(has_next, value + rank_fraction * (following - value), value)
     return value, present
 

@@ -21,12 +21,16 @@ Two ways for the finest bucket (``Schema.finest_bucket``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .format import APPROXIMATE, COUNT_MAX
 from .shardfile import ArchiveView, ShardFile
+
+# Called with (archive, blocks, rows) before those rows of that archive change.
+BeforeChange = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 @dataclass(slots=True)
@@ -152,7 +156,15 @@ def _keep_newest_per_row(runs: Runs, cells: Cells, view: ArchiveView) -> np.ndar
     return np.sort(order[bk == newest])
 
 
-def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = False, approximate: bool = False) -> int:
+def merge_runs(
+    shard: ShardFile,
+    archive: int,
+    runs: Runs,
+    *,
+    replace: bool = False,
+    approximate: bool = False,
+    before_change: BeforeChange | None = None,
+) -> int:
     """Merge runs into one archive of a file; returns how many runs were stored.
 
     Rows holding an older bucket are cleared first; runs whose row already
@@ -177,6 +189,11 @@ def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = Fa
         runs = runs.take(ok)
         cells = Cells(cells.block[ok], cells.row[ok], cells.col[ok])
         stamps = stamps[ok]
+    if not len(runs):
+        return 0
+    if before_change is not None:
+        rowkey = np.unique(cells.block * view.rows + cells.row)
+        before_change(archive, *np.divmod(rowkey, view.rows))
     stale = stamps < runs.bucket
     if stale.any():
         # Many runs share a row: clear each stale row once.
@@ -220,7 +237,9 @@ def merge_runs(shard: ShardFile, archive: int, runs: Runs, *, replace: bool = Fa
     return len(runs)
 
 
-def recompute_from_finer(shard: ShardFile, archive: int, runs: Runs, now: int) -> Runs:
+def recompute_from_finer(
+    shard: ShardFile, archive: int, runs: Runs, now: int, before_change: BeforeChange | None = None
+) -> Runs:
     """Replace coarse runs by the exact combination of the finer archive's cells where it covers them.
 
     Returns the runs it could not recompute (the finer archive no longer holds
@@ -266,12 +285,18 @@ def recompute_from_finer(shard: ShardFile, archive: int, runs: Runs, now: int) -
         pick = np.arange(len(idx))
         total.last = f["last"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
         total.last_ts = sub[idx][pick, latest] + f["last_offset"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
-    merge_runs(shard, archive, total, replace=True)
+    merge_runs(shard, archive, total, replace=True, before_change=before_change)
     return runs.take(np.flatnonzero(~covered))
 
 
 def apply_points(
-    shard: ShardFile, column: np.ndarray, ts: np.ndarray, values: np.ndarray, now: int, keep_last: bool
+    shard: ShardFile,
+    column: np.ndarray,
+    ts: np.ndarray,
+    values: np.ndarray,
+    now: int,
+    keep_last: bool,
+    before_change: BeforeChange | None = None,
 ) -> None:
     """Apply points sorted by (column, time) to every archive of ``shard``.
 
@@ -296,11 +321,11 @@ def apply_points(
             inside = runs.bucket >= window_start
             in_window = runs if inside.all() else runs.take(np.flatnonzero(inside))
             if keep_last and archive == 0:
-                merge_runs(shard, archive, in_window, replace=True)
+                merge_runs(shard, archive, in_window, replace=True, before_change=before_change)
             elif keep_last:
-                rest = recompute_from_finer(shard, archive, in_window, now)
-                merge_runs(shard, archive, rest)
+                rest = recompute_from_finer(shard, archive, in_window, now, before_change)
+                merge_runs(shard, archive, rest, before_change=before_change)
             else:
-                merge_runs(shard, archive, in_window)
+                merge_runs(shard, archive, in_window, before_change=before_change)
     finally:
         gens[blocks] += 1  # even again

@@ -87,6 +87,7 @@ class WriteResult:
     accepted: int = 0
     created: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    duplicate: bool = False  # a (source, sequence) already applied: nothing was written
 
     def reject(self, reason: str, count: int) -> None:
         if count:

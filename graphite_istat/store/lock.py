@@ -27,6 +27,21 @@ class StoreLockedError(Exception):
         self.holder = holder
 
 
+def writer_alive(directory: Path) -> bool:
+    """True when some process holds the writer lock of ``directory``."""
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops a shared lock we got
+    return False
+
+
 class WriterLock:
     """Held while a writer has the store open; ``release`` lets the next one in."""
 

@@ -205,6 +205,11 @@ class ShardFile:
         BLOCK_HEADER_STRUCT.pack_into(self._map, start, BLOCK_MAGIC, block, 0)
 
     def _repair_uninitialised_blocks(self) -> None:
+        # A writer killed while changing a block leaves its generation odd;
+        # this writer holds the lock now, so nobody is changing it.
+        if self.nblocks:
+            odd = (self.generations & 1) == 1
+            self.generations[odd] += 1
         # A crash between growing the file and writing the new block's header
         # leaves an all-zero block header: finish the job.
         for block in range(self.nblocks):

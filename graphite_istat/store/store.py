@@ -24,6 +24,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from ..config.storage_rules import StorageRules
 from .apply import Runs, apply_points, merge_runs
 from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
 from .format import FORMAT_VERSION, METHOD_CODES, ArchiveSpec, CorruptFileError, FormatError, Layout
-from .lock import WriterLock
+from .journal import SEQUENCES_NAME, UNDO_NAME, SequenceTable, UndoJournal, decode_records, restore
+from .lock import WriterLock, writer_alive
 from .names import InvalidNameError, NameIndex, encode_name
 from .read import TimeGrid, choose_grid, read_columns
 from .shardfile import ShardFile, fsync_directory
@@ -127,8 +129,9 @@ class SeriesSet:
 @dataclass(slots=True)
 class FetchResult:
     sets: list[SeriesSet] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # not in the store
+    errors: dict[str, str] = field(default_factory=dict)  # in an unreadable file: name -> problem
+    out_of_range: list[str] = field(default_factory=list)  # no archive holds any of the range
 
     def series(self) -> Iterator[tuple[str, TimeGrid, SeriesSet, int]]:
         """(name, grid, set, row) for every series found."""
@@ -172,7 +175,14 @@ class Store:
         self._next_file_no = 0
         self._last_sync = time.monotonic()
         self._write_lock = threading.Lock()  # writes and deletes, within the writer process
+        # The name index and the table of open files: refreshed, changed and
+        # read under this lock, so many threads may read one Store. Copying
+        # counters out of the files happens outside it.
+        self._names_lock = threading.RLock()
         self._per_file: dict[str, np.ndarray] | None = None  # per-file lookup arrays, see _file_tables
+        self.sequences = SequenceTable.open(directory / SEQUENCES_NAME, writable=lock is not None)
+        self._journal = UndoJournal.open(directory / UNDO_NAME) if lock is not None else None
+        self.recovered_rows = 0  # rows written back from an interrupted exactly-once batch at open
 
     # -- opening ----------------------------------------------------------
 
@@ -210,6 +220,7 @@ class Store:
             store = cls(directory, rules, options, index, lock)
             store._scan_files()
             if writable:
+                store._roll_back_interrupted_batch()
                 store._reclaim_orphan_columns()
             return store
         except BaseException:
@@ -265,6 +276,22 @@ class Store:
             self._files[file_no] = shard_file
             self._file_for_key[(shard_file.header.shard, shard_file.layout.key)] = file_no
 
+    def _roll_back_interrupted_batch(self) -> None:
+        assert self._journal is not None
+        pending = self._journal.pending()
+        if pending is None:
+            self._journal.commit()
+            return
+        source, sequence, raw = pending
+        if self.sequences.last(source) < sequence:
+
+            def fields_of(file_no: int):
+                shard_file = self._files.get(file_no)
+                return shard_file.layout.fields if shard_file is not None else None
+
+            self.recovered_rows = restore(decode_records(raw, fields_of), self._files)
+        self._journal.commit()
+
     def _reclaim_orphan_columns(self) -> None:
         # A crash between claiming a column and logging its name leaves the
         # column in use with no name: empty it and give it back.
@@ -279,6 +306,10 @@ class Store:
 
     def _file(self, file_no: int) -> ShardFile:
         """The file with this number, opened (readers) or refreshed after growth."""
+        with self._names_lock:
+            return self._open_file(file_no)
+
+    def _open_file(self, file_no: int) -> ShardFile:
         shard_file = self._files.get(file_no)
         if shard_file is None:
             if file_no in self._bad_files:
@@ -298,6 +329,9 @@ class Store:
             shard_file.close()
         self._files.clear()
         self.index.close()
+        self.sequences.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -327,7 +361,8 @@ class Store:
             self._file_for_key[key] = file_no
         column = self._files[file_no].allocate_column(method, xff)
         slot = (file_no << SLOT_SHIFT) | column
-        self.index.add(name, slot)
+        with self._names_lock:
+            self.index.add(name, slot)
         return slot
 
     def _slots(self, names: Sequence[str], result: WriteResult) -> np.ndarray:
@@ -360,22 +395,52 @@ class Store:
         name_slots[used] = self._slots([batch.names[i] for i in used.tolist()], result)
         return name_slots[ids]
 
-    def write(self, batch: WriteBatch, now: int | None = None) -> WriteResult:
-        """Apply a batch; returns what was accepted, created and rejected (by reason)."""
+    def write(
+        self,
+        batch: WriteBatch,
+        now: int | None = None,
+        *,
+        source: str | None = None,
+        sequence: int | None = None,
+    ) -> WriteResult:
+        """Apply a batch; returns what was accepted, created and rejected (by reason).
+
+        With ``source`` and ``sequence`` the batch is applied exactly once
+        (see ``journal.py``): a sequence not above the last one applied for
+        that source is a duplicate and changes nothing (``result.duplicate``),
+        and a crash half way through is rolled back on the next open.
+        """
         if not self.writable:
             raise StoreError("this store was opened read-only")
+        if (source is None) != (sequence is None):
+            raise StoreError("source and sequence go together")
         now = int(time.time()) if now is None else int(now)
         result = WriteResult()
-        if not len(batch):
-            return result
         with self._write_lock:
-            self._write(batch, now, result)
-            self.index.flush(fsync=False)
+            if source is not None:
+                assert sequence is not None and self._journal is not None
+                if sequence <= self.sequences.last(source):
+                    result.duplicate = True
+                    return result
+                self._journal.begin(source, sequence)
+                self._write(batch, now, result, journal=True)
+                self.index.flush(fsync=False)
+                self.sequences.append(source, sequence)  # the commit point
+                self._journal.commit()
+            elif len(batch):
+                self._write(batch, now, result)
+                self.index.flush(fsync=False)
             if time.monotonic() - self._last_sync >= self.options.fsync_interval:
                 self.sync()
         return result
 
-    def _write(self, batch: WriteBatch, now: int, result: WriteResult) -> None:
+    def last_sequence(self, source: str) -> int:
+        """The last sequence applied for ``source`` (0 if none)."""
+        return self.sequences.last(source)
+
+    def _write(self, batch: WriteBatch, now: int, result: WriteResult, *, journal: bool = False) -> None:
+        if not len(batch):
+            return
         ts, values = batch.timestamps, batch.values
         nan = np.isnan(values)
         inf = np.isinf(values)
@@ -416,9 +481,16 @@ class Store:
         cuts = np.flatnonzero(file_no[1:] != file_no[:-1]) + 1
         bounds = np.concatenate(([0], cuts, [len(slots)]))
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            shard_file = self._files[int(file_no[lo])]
+            number = int(file_no[lo])
+            shard_file = self._files[number]
             columns = slots[lo:hi] & COLUMN_MASK
-            apply_points(shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last)
+            before_change = None
+            if journal:
+                assert self._journal is not None
+                before_change = partial(self._journal.capture, number, shard_file)
+            apply_points(
+                shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last, before_change
+            )
         result.accepted += len(ts)
 
     def _file_tables(self) -> dict[str, np.ndarray]:
@@ -560,6 +632,7 @@ class Store:
         if self.index.garbage_records > max(COMPACT_MIN_GARBAGE, len(self.index)):
             self.index.compact()
         self.index.flush(fsync=True)
+        self.sequences.fsync()
         for shard_file in self._files.values():
             if shard_file.writable:
                 shard_file.fsync()
@@ -570,39 +643,51 @@ class Store:
     def refresh(self) -> None:
         """Readers: pick up names and files the writer added since the last call."""
         if not self.writable:
-            self.index.refresh()
+            with self._names_lock:
+                self.index.refresh()
 
     def info(self, name: str) -> MetricInfo:
-        self.refresh()
-        slot = self.index.get(name)
+        with self._names_lock:
+            self.refresh()
+            slot = self.index.get(name)
         if slot is None:
             raise UnknownMetricError(name)
         return self._info(name, slot)
 
     def _info(self, name: str, slot: int) -> MetricInfo:
         file_no, column = slot >> SLOT_SHIFT, slot & COLUMN_MASK
-        shard_file = self._file(file_no)
-        if column >= shard_file.capacity:
-            shard_file.refresh()
+        with self._names_lock:
+            shard_file = self._open_file(file_no)
+            if column >= shard_file.capacity:
+                shard_file.refresh()
         _, method, xff = shard_file.column_info(column)
         return MetricInfo(
             name, slot, shard_file.path, shard_file.header.shard, shard_file.layout, method, xff
         )
 
     def __contains__(self, name: str) -> bool:
-        self.refresh()
-        return name in self.index
+        with self._names_lock:
+            self.refresh()
+            return name in self.index
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def names(self) -> list[str]:
+        """Every metric name, sorted."""
+        with self._names_lock:
+            self.refresh()
+            return sorted(name for name, _ in self.index.items())
+
     def match(self, pattern: str) -> list[str]:
-        self.refresh()
-        return self.index.match(pattern)
+        with self._names_lock:
+            self.refresh()
+            return self.index.match(pattern)
 
     def find(self, pattern: str):
-        self.refresh()
-        return self.index.find(pattern)
+        with self._names_lock:
+            self.refresh()
+            return self.index.find(pattern)
 
     def set_metadata(self, name: str, *, method: str | None = None, x_files_factor: float | None = None) -> MetricInfo:
         """Change a metric's aggregation method and/or xFilesFactor (whisper's setAggregationMethod)."""
@@ -624,7 +709,7 @@ class Store:
         """Remove the metrics a pattern matches and free their columns for reuse."""
         if not self.writable:
             raise StoreError("this store was opened read-only")
-        with self._write_lock:
+        with self._write_lock, self._names_lock:
             names = self.index.match(pattern)
             for name in names:
                 slot = self.index.remove(name)
@@ -655,30 +740,35 @@ class Store:
         archive index instead of whisper's choice.
         """
         now = int(time.time()) if now is None else int(now)
-        self.refresh()
         result = FetchResult()
         by_file: dict[int, list[tuple[str, int]]] = {}
-        for name in names:
-            slot = self.index.get(name)
-            if slot is None:
-                result.missing.append(name)
-            else:
-                by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
+        with self._names_lock:
+            self.refresh()
+            for name in names:
+                slot = self.index.get(name)
+                if slot is None:
+                    result.missing.append(name)
+                else:
+                    by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
         wanted = ("count", *(f for f in fields if f != "count"))
         for file_no, members in sorted(by_file.items()):
             try:
-                shard_file = self._file(file_no)
                 columns = np.fromiter((c for _, c in members), dtype=np.int64, count=len(members))
-                if int(columns.max()) >= shard_file.capacity:
-                    shard_file.refresh()
+                with self._names_lock:
+                    shard_file = self._open_file(file_no)
+                    if int(columns.max()) >= shard_file.capacity:
+                        shard_file.refresh()
                 layout = shard_file.layout
                 use = tuple(f for f in wanted if f in {n for n, _ in layout.fields})
                 if layout.with_last and "last" not in use and "last" in fields:
                     use += ("last",)
                 grid = choose_grid(layout, int(from_t), int(until_t), now, archive)
                 if grid is None:
+                    result.out_of_range.extend(n for n, _ in members)
                     continue
-                counters = read_columns(shard_file, columns, grid, use)
+                counters = read_columns(
+                    shard_file, columns, grid, use, writer_alive=partial(writer_alive, self.directory)
+                )
                 methods, xffs = shard_file.column_methods(columns)
             except (FormatError, OSError) as e:
                 for name, _ in members:

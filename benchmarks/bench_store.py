@@ -162,10 +162,9 @@ QUICK = Settings(
 
 @dataclass(slots=True)
 class Table:
-    """Rows of the comparison table and the notes printed above it."""
+    """Rows of the comparison table: section headings and measures."""
 
     rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     def section(self, title: str) -> None:
         self.rows.append([title])

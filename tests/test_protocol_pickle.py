@@ -30,7 +30,7 @@ def framed(points: object, protocol: int = 2) -> bytes:
 
 def points(result: ParseResult) -> list[tuple[str, int, float]]:
     batch = result.batch
-    return list(zip(batch.names, batch.timestamps.tolist(), batch.values.tolist(), strict=True))
+    return list(zip(batch.point_names(), batch.timestamps.tolist(), batch.values.tolist(), strict=True))
 
 
 def feed_all(chunks: list[bytes], **options: int) -> ParseResult:
@@ -280,5 +280,5 @@ def test_names_needing_normalisation_in_an_all_good_frame() -> None:
         ("plain", (1, 1.0)),
     ]
     result = feed_all([framed(frame_points, protocol=4)])
-    assert list(result.batch.names) == ["a", "m;a=2;b=1", "b;x=2;y=1", "plain"]
+    assert list(result.batch.point_names()) == ["a", "m;a=2;b=1", "b;x=2;y=1", "plain"]
     assert result.rejected == {}

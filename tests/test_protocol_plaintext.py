@@ -24,11 +24,11 @@ NOW = 1_700_000_000
 
 def points(result: ParseResult) -> list[tuple[str, int, float]]:
     batch = result.batch
-    return list(zip(batch.names, batch.timestamps.tolist(), batch.values.tolist(), strict=True))
+    return list(zip(batch.point_names(), batch.timestamps.tolist(), batch.values.tolist(), strict=True))
 
 
 def assert_same(a: ParseResult, b: ParseResult) -> None:
-    assert list(a.batch.names) == list(b.batch.names)
+    assert list(a.batch.point_names()) == list(b.batch.point_names())
     assert a.batch.timestamps.dtype == b.batch.timestamps.dtype == np.int64
     assert a.batch.values.dtype == b.batch.values.dtype == np.float64
     np.testing.assert_array_equal(a.batch.timestamps, b.batch.timestamps)
@@ -156,7 +156,7 @@ def test_values_are_read_as_python_float_reads_them() -> None:
 def test_tagged_names_are_normalised_as_carbon_does(name: str) -> None:
     result = parse_lines(f"{name} 1 2\n".encode(), NOW)
     assert result.rejected == {}
-    assert list(result.batch.names) == [TaggedSeries.parse(name).path]
+    assert list(result.batch.point_names()) == [TaggedSeries.parse(name).path]
 
 
 tag_text = st.text(alphabet='ab=;~!^{}",:.\\x ', max_size=12)
@@ -177,7 +177,7 @@ def test_tag_normalisation_agrees_with_carbon_on_arbitrary_names(parts: list[str
         assert set(result.rejected) <= {"bad_tags", "empty_name"}
         assert sum(result.rejected.values()) == 1
     else:
-        assert list(result.batch.names) == [expected]
+        assert list(result.batch.point_names()) == [expected]
 
 
 def test_non_ascii_names_are_kept_and_unicode_spaces_split_as_carbon_splits() -> None:

@@ -141,12 +141,17 @@ def parse_lines(
 def merge_results(results: list[ParseResult]) -> ParseResult:
     """One result holding the points, counts and first samples of several, in order."""
     names: list[str] = []
+    ids: list[np.ndarray] = []
     for result in results:
-        names.extend(result.batch.names)
+        batch = result.batch
+        own = batch.name_ids if batch.name_ids is not None else np.arange(len(batch.names))
+        ids.append(own + len(names))
+        names.extend(batch.names)
     batch = WriteBatch(
         names,
         np.concatenate([r.batch.timestamps for r in results]) if results else np.empty(0, np.int64),
         np.concatenate([r.batch.values for r in results]) if results else np.empty(0, np.float64),
+        np.concatenate(ids).astype(np.int64) if results else np.empty(0, np.int64),
     )
     rejected: dict[str, int] = {}
     samples: list[tuple[str, bytes]] = []
@@ -318,7 +323,9 @@ def _parse_complete_lines(
         ):
             slow_lines.append(line_number)
     if not slow_lines:
-        return rejections.result(WriteBatch(fast.names.tolist(), fast.timestamps, fast.values))
+        # The common case: keep the distinct names once, so the store looks each up once.
+        batch = WriteBatch(fast.distinct.tolist(), fast.timestamps, fast.values, fast.name_ids)
+        return rejections.result(batch)
     # Interleave the two sets of points back into line order.
     slow_batch = slow.batch()
     slow_line_numbers = np.array(slow_lines, dtype=np.int64)
@@ -329,7 +336,7 @@ def _parse_complete_lines(
     fast_at, slow_at = rank[fast.lines], rank[slow_line_numbers]
     total = len(fast.lines) + len(slow_lines)
     names = np.empty(total, dtype=object)
-    names[fast_at] = fast.names
+    names[fast_at] = fast.distinct[fast.name_ids]
     names[slow_at] = slow_batch.names
     timestamps = np.empty(total, dtype=np.int64)
     timestamps[fast_at] = fast.timestamps
@@ -343,18 +350,20 @@ def _parse_complete_lines(
 class _FastLines:
     """Points the fast path accepted (with their line numbers) and the lines it refused to judge."""
 
-    __slots__ = ("lines", "names", "refused", "timestamps", "values")
+    __slots__ = ("distinct", "lines", "name_ids", "refused", "timestamps", "values")
 
     def __init__(
         self,
         lines: np.ndarray,
-        names: np.ndarray,
+        distinct: np.ndarray,
+        name_ids: np.ndarray,
         timestamps: np.ndarray,
         values: np.ndarray,
         refused: np.ndarray,
     ) -> None:
         self.lines = lines
-        self.names = names  # object array of str
+        self.distinct = distinct  # object array of str: the distinct names
+        self.name_ids = name_ids  # int64 per point, into distinct
         self.timestamps = timestamps
         self.values = values
         self.refused = refused
@@ -372,7 +381,7 @@ def _parse_eligible_lines(
     if count == 0:
         nothing = np.empty(0, dtype=np.int64)
         return _FastLines(
-            nothing, np.empty(0, dtype=object), nothing, np.empty(0, np.float64), nothing
+            nothing, np.empty(0, dtype=object), nothing, nothing, np.empty(0, np.float64), nothing
         )
     fields = _eligible_bytes(data, layout, eligible_lines)
     table = None
@@ -393,14 +402,15 @@ def _parse_eligible_lines(
         raise AssertionError(
             f"the CSV reader found {table.num_rows} rows in {count} well-formed lines"
         )
-    names, name_ok = _decode_names(table.column(0))
+    distinct, name_ids, usable = _decode_names(table.column(0))
+    name_ok = usable[name_ids]
     timestamp_ok &= np.isfinite(raw_timestamps) & (np.abs(raw_timestamps) < TIMESTAMP_LIMIT)
     ok = name_ok & value_ok & timestamp_ok
     if not ok.all():
         refused = eligible_lines[~ok]
-        eligible_lines, names, values, raw_timestamps = (
+        eligible_lines, name_ids, values, raw_timestamps = (
             eligible_lines[ok],
-            names[ok],
+            name_ids[ok],
             values[ok],
             raw_timestamps[ok],
         )
@@ -409,7 +419,7 @@ def _parse_eligible_lines(
     is_now = (raw_timestamps > -2.0) & (raw_timestamps <= -1.0)
     timestamps = np.floor(raw_timestamps).astype(np.int64)
     timestamps[is_now] = now
-    return _FastLines(eligible_lines, names, timestamps, values, refused)
+    return _FastLines(eligible_lines, distinct, name_ids, timestamps, values, refused)
 
 
 def _eligible_bytes(data: memoryview, layout: _LineLayout, eligible_lines: np.ndarray) -> pa.Buffer:
@@ -448,8 +458,9 @@ def _read_fields(buffer: pa.Buffer, max_line_length: int, number_type: pa.DataTy
     return pa_csv.read_csv(buffer, read_options=read, parse_options=parse, convert_options=convert)
 
 
-def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Per line: the normalised name (object array of str) and whether the fast path may keep it.
+def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct normalised names (object array of str), each line's index into them,
+    and per distinct name whether the fast path may keep it.
 
     Each distinct name is decoded and checked once. Names that are not plain
     ASCII, or carry tags or a leading ``~``, are normalised as carbon does; those
@@ -458,7 +469,7 @@ def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """
     chunks = pc.dictionary_encode(column).chunks  # one dictionary shared by all chunks
     distinct = chunks[0].dictionary
-    indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks])
+    indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks]).astype(np.int64)
     high_byte, unusual = _name_flags(distinct)
     try:
         texts = distinct.cast(pa.string()).to_numpy(zero_copy_only=False)
@@ -474,7 +485,7 @@ def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     for position in np.flatnonzero(unusual).tolist():
         texts[position] = _normalised_or_none(texts[position])
         usable[position] = texts[position] is not None
-    return texts[indices], usable[indices]
+    return texts, indices, usable
 
 
 def _name_flags(distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:

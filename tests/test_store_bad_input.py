@@ -224,6 +224,7 @@ DAMAGE = {
     "truncated_inside_header": _truncate(lambda p: 100),
     "truncated_to_empty": _truncate(lambda p: 0),
     "truncated_inside_first_block": _truncate(lambda p: HEADER_SIZE + _block_bytes(p) // 2),
+    "truncated_to_the_header": _truncate(lambda p: HEADER_SIZE),  # a whole number of (zero) blocks
     "bad_magic": _overwrite(0, b"NOTSHARD"),
     "flipped_version_byte": _flip(8),
     "flipped_archive_byte": _flip(41),
@@ -269,7 +270,7 @@ def test_a_damaged_shard_file_is_named_and_other_files_keep_working(tmp_path: Pa
         assert result.accepted == len(more)
         ref.write(more, NOW)
         _assert_stored_exactly(store, ref, healthy + newcomers)
-        assert all(store.info(n).path != victim_path for n in newcomers)
+        assert all(store.info(n).path != victim_path for n in newcomers)  # never the damaged metrics' columns
     with Store.open(tmp_path, writable=False) as reader:
         _assert_stored_exactly(reader, ref, healthy + newcomers)
         assert sorted(reader.fetch(victims, 0, NOW, now=NOW).errors) == sorted(victims)

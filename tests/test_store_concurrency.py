@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,29 @@ def test_a_reader_arriving_before_the_writer_finished_creating_the_directory(tmp
     (tmp_path / "s" / "store.json").unlink()
     with pytest.raises(StoreError, match=r"store\.json"):
         Store.open(tmp_path / "s", writable=False)
+
+
+def test_writes_from_several_threads_of_the_writer_process_are_all_applied(tmp_path: Path) -> None:
+    now = 1_600_000_000
+    batches = [
+        [(f"small.t{(t * 7 + i) % 40:02d}", now - (i * 13 + t) % 1700, float(t * 1000 + i)) for i in range(300)]
+        for t in range(16)
+    ]
+    ref = ReferenceStore(600)
+    with Store.open(tmp_path, RULES, writable=True) as store:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda b: store.write(WriteBatch.from_points(b), now=now), batches))
+        assert sum(r.accepted for r in results) == sum(len(b) for b in batches)
+        assert sum(r.created for r in results) == 40
+        for batch in batches:
+            ref.write(batch, now)
+    with Store.open(tmp_path, writable=False) as reader:
+        names = reader.match("**")
+        shapes = {n: shape_of(reader, n) for n in names}
+        cells = ref.cells(shapes)
+        problems = []
+        for archive in range(3):
+            reads = read_stats(reader, names, archive, 0, now)
+            for name in names:
+                problems += compare_archive(name, archive, reads[name], cells.get((name, archive), {}))
+        assert not problems, "\n".join(problems[:10])

@@ -153,6 +153,7 @@ def test_every_stat_at_every_archive_matches_the_model(family: Family, advancing
 # ------------------------------------------------------------------ keep-last (whisper semantics)
 
 KEEP = ("keep.a", "keep.b", "keep.c.lastm")
+KEEP_AND_ACCUMULATE = (*KEEP, "small.a", "small.c.lastm")  # one batch, both finest-bucket modes
 
 
 @st.composite
@@ -168,7 +169,9 @@ def keep_last_scenarios(draw):
     for _ in range(draw(st.integers(1, 4))):
         pool = draw(st.lists(times, min_size=1, max_size=6))
         points = draw(
-            st.lists(st.tuples(st.sampled_from(KEEP), st.sampled_from(pool), values), min_size=1, max_size=30)
+            st.lists(
+                st.tuples(st.sampled_from(KEEP_AND_ACCUMULATE), st.sampled_from(pool), values), min_size=1, max_size=30
+            )
         )
         batches.append((now, points))
     return draw(st.sampled_from([1, 8])), batches
@@ -179,7 +182,7 @@ def keep_last_scenarios(draw):
 def test_keep_last_finest_keeps_last_point_and_coarse_combine_kept_values(scenario) -> None:
     shards, batches = scenario
     with tempfile.TemporaryDirectory() as tmp:
-        _check_scenario(Path(tmp), KEEP, 600, shards, batches)
+        _check_scenario(Path(tmp), KEEP_AND_ACCUMULATE, 600, shards, batches)
 
 
 def _one_metric_store(tmp_path: Path, **options) -> Store:
@@ -271,6 +274,27 @@ def test_an_empty_bucket_reads_nan_after_its_ring_row_is_reused(tmp_path: Path) 
         shown = {stat: float(v[j]) for stat, v in x.stats.items() if not np.isnan(v[j]) and stat != "count"}
         assert not shown, f"empty bucket reads {shown}"
         assert math.isnan(x.default[j])
+
+
+def test_a_deleted_metric_leaves_nothing_behind_for_the_next_one_in_its_column(tmp_path: Path) -> None:
+    now = 1_600_000_000
+    old = [("small.gone", now - t, float(t)) for t in range(0, 1800, 7)]
+    with _one_metric_store(tmp_path, shards=1) as store:
+        store.write(WriteBatch.from_points(old), now=now)
+        column = store.info("small.gone").slot
+        assert store.delete("small.gone") == ["small.gone"]
+        assert "small.gone" not in store
+        fresh = [("small.fresh", now - 3, 1.0)]
+        store.write(WriteBatch.from_points(fresh), now=now)
+        assert store.info("small.fresh").slot == column  # the freed column is reused
+        ref = ReferenceStore(600)
+        ref.write(fresh, now)
+        cells = ref.cells({"small.fresh": shape_of(store, "small.fresh")})
+        problems = []
+        for archive in range(3):
+            read = read_stats(store, ["small.fresh"], archive, 0, now)["small.fresh"]
+            problems += compare_archive("small.fresh", archive, read, cells.get(("small.fresh", archive), {}))
+        assert not problems, "\n".join(problems[:10])
 
 
 def test_points_in_the_future_show_once_now_reaches_them(tmp_path: Path) -> None:

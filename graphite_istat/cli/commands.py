@@ -27,6 +27,14 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "graphite_istat.cli.check"),
     ("serve", "graphite_istat.cli.serve"),
     ("carbon-cache", "graphite_istat.cli.carbon_cache"),
+    ("import-whisper", "graphite_istat.cli.import_whisper"),
+    ("export-whisper", "graphite_istat.cli.export_whisper"),
+    ("resize", "graphite_istat.cli.resize"),
+    ("set-aggregation-method", "graphite_istat.cli.set_aggregation"),
+    ("set-xff", "graphite_istat.cli.set_xff"),
+    ("merge", "graphite_istat.cli.merge"),
+    ("fill", "graphite_istat.cli.fill"),
+    ("diff", "graphite_istat.cli.diff"),
 )
 
 

@@ -42,6 +42,11 @@ def make_wsp(
     for lo in range(0, len(ts), 40):
         chunk = [(int(t), float(v)) for t, v in zip(ts[lo : lo + 40], values[lo : lo + 40], strict=True)]
         whisper.update_many(str(path), chunk, now=chunk[-1][0] + 1)
+    if span > 3 * 3600:
+        # Late points inside the gap, older than the finer archives: whisper writes them
+        # straight into the coarsest archive that still covers them.
+        late = [(int(t), float(rng.normal() * 50)) for t in range(NOW - 3 * 3600 + 60, NOW - 2 * 3600, 250)]
+        whisper.update_many(str(path), late, now=NOW)
 
 
 def whisper_values(path: Path, step: int, rows: int) -> tuple[tuple[int, int, int], np.ndarray]:

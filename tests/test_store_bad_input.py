@@ -160,10 +160,15 @@ def test_bad_points_are_counted_and_the_rest_is_stored_exactly(tmp_path: Path, c
 
 
 def test_the_future_limit_and_the_longest_retention_are_inclusive(tmp_path: Path) -> None:
+    # small.*: 1s:60,5s:60,30s:60. The coarsest ring holds 60 buckets of 30 s
+    # ending with now's, so its oldest bucket starts 59 * 30 s before now's;
+    # one second earlier would need the row of now's bucket.
+    oldest = NOW - NOW % 30 - 59 * 30
     with Store.open(tmp_path, RULES, writable=True, options=StoreOptions(future_limit=FUTURE_LIMIT)) as store:
-        edge = [("small.edge", NOW + FUTURE_LIMIT, 1.0), ("small.edge", NOW - 1800, 2.0)]
+        edge = [("small.edge", NOW + FUTURE_LIMIT, 1.0), ("small.edge", oldest, 2.0), ("small.edge", oldest - 1, 4.0)]
         result = store.write(WriteBatch.from_points(edge), now=NOW)
-        assert (result.accepted, result.rejected) == (2, {})
+        assert (result.accepted, result.rejected) == (2, {"too_old": 1})
+        assert store.fetch_stat("small.edge", oldest - 30, NOW, now=NOW, stat="sum")[1][0] == 2.0
 
 
 # ------------------------------------------------------------------ damaged shard files

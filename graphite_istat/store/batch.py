@@ -54,6 +54,8 @@ class WriteBatch:
         instead of the conversion raising for the whole batch.
         """
         ts = np.asarray(timestamps)
+        if ts.dtype.kind in "uO":  # big unsigned or Python ints: range-check as floats
+            ts = ts.astype(np.float64)
         if ts.dtype.kind == "f":
             ts_f = np.floor(ts)
             ok = np.isfinite(ts_f) & (np.abs(ts_f) < 2.0**62)

@@ -133,6 +133,10 @@ def read_columns(
             continue
         for first, length, at in segments:
             rows = slice(first, first + length)
+            if attempt == 0:
+                for b, lo, hi in groups:
+                    if (hi - lo) * DENSE_FRACTION >= shard.block_columns:
+                        shard.prefault(grid.archive, b, first, length, fields)
             for b, lo, hi in groups:
                 stamps[lo:hi, at : at + length] = view.stamps[b, rows]
                 cols = col[lo:hi]

@@ -80,7 +80,8 @@ def derive(stat: str, counters: Mapping[str, np.ndarray]) -> np.ndarray:
         n = count.astype(np.float64)
         avg = counters["sum"] / n
         if stat == "avg":
-            return avg  # 0/0 is NaN: empty buckets read as null
+            # Only count marks a cell empty; the sum of an emptied cell is stale.
+            return _empty_to_nan(avg, count)
         if stat == "stddev":
             variance = counters["sumsq"] / n - avg * avg
             return np.sqrt(np.maximum(variance, 0.0)) + np.where(count == 0, np.nan, 0.0)

@@ -34,7 +34,15 @@ from ..config.retention import Retention, validate_retentions
 from ..config.storage_rules import StorageRules
 from .apply import Runs, apply_points, merge_runs
 from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
-from .format import FORMAT_VERSION, METHOD_CODES, ArchiveSpec, CorruptFileError, FormatError, Layout
+from .format import (
+    FORMAT_VERSION,
+    MAX_ARCHIVES,
+    METHOD_CODES,
+    ArchiveSpec,
+    CorruptFileError,
+    FormatError,
+    Layout,
+)
 from .journal import SEQUENCES_NAME, UNDO_NAME, SequenceTable, UndoJournal, decode_records, restore
 from .lock import WriterLock, writer_alive
 from .names import InvalidNameError, NameIndex, encode_name
@@ -298,8 +306,18 @@ class Store:
         referenced: dict[int, set[int]] = {}
         for _, slot in self.index.items():
             referenced.setdefault(slot >> SLOT_SHIFT, set()).add(slot & COLUMN_MASK)
-        for file_no, shard_file in self._files.items():
+        for file_no, shard_file in list(self._files.items()):
             known = referenced.get(file_no, set())
+            if known and max(known) >= shard_file.capacity:
+                # Names point past the file's end: it lost blocks. Keep its
+                # metrics (and their columns) away from new ones.
+                self._bad_files[file_no] = f"{shard_file.path}: truncated: names point past its last block"
+                del self._files[file_no]
+                key = (shard_file.header.shard, shard_file.layout.key)
+                if self._file_for_key.get(key) == file_no:
+                    del self._file_for_key[key]
+                shard_file.close()
+                continue
             for column in shard_file.used_columns().tolist():
                 if column not in known:
                     shard_file.release_column(column)
@@ -463,7 +481,8 @@ class Store:
         tables = self._file_tables()
         nfiles = len(tables["usable"]) - 1
         usable = tables["usable"]
-        oldest = now - tables["retention"]
+        # The oldest bucket any archive of the file still takes, measured from now.
+        oldest = np.min(now - now % tables["steps"] - (tables["rows"] - 1) * tables["steps"], axis=1)
         file_idx = np.where(slots < 0, nfiles, file_no)
         bad_file = ~usable[file_idx] & (slots >= 0)
         result.reject("corrupt_file", int(bad_file.sum()))
@@ -496,24 +515,29 @@ class Store:
     def _file_tables(self) -> dict[str, np.ndarray]:
         """Per-file facts as arrays indexed by file number (one extra entry for 'no file').
 
-        ``usable``: the file is open for writing; ``retention``: its longest
-        retention (points older than now minus it are too old);
-        ``keep_last_step``: its finest step if it keeps the last point, else 0.
-        Rebuilt only when files were added.
+        ``usable``: the file is open for writing; ``steps``/``rows``: its
+        archives (padded with its first one), from which the oldest bucket it
+        can still take is computed per write; ``keep_last_step``: its finest
+        step if it keeps the last point, else 0. Rebuilt only when files were added.
         """
         tables = self._per_file
         if tables is not None and len(tables["usable"]) == self._next_file_no + 1:
             return tables
         n = self._next_file_no + 1
         usable = np.zeros(n, dtype=bool)
-        retention = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        steps = np.ones((n, MAX_ARCHIVES), dtype=np.int64)
+        rows = np.ones((n, MAX_ARCHIVES), dtype=np.int64)
         keep_last_step = np.zeros(n, dtype=np.int64)
         for no, shard_file in self._files.items():
             usable[no] = True
-            retention[no] = shard_file.layout.max_retention
+            archives = shard_file.layout.archives
+            steps[no] = archives[0].step
+            rows[no] = archives[0].rows
+            for i, spec in enumerate(archives):
+                steps[no, i], rows[no, i] = spec.step, spec.rows
             if shard_file.layout.keep_last:
                 keep_last_step[no] = shard_file.layout.finest_step
-        self._per_file = {"usable": usable, "retention": retention, "keep_last_step": keep_last_step}
+        self._per_file = {"usable": usable, "steps": steps, "rows": rows, "keep_last_step": keep_last_step}
         return self._per_file
 
     def _sort_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -660,6 +684,8 @@ class Store:
             shard_file = self._open_file(file_no)
             if column >= shard_file.capacity:
                 shard_file.refresh()
+            if column >= shard_file.capacity:
+                raise CorruptFileError(str(shard_file.path), f"{name!r} is in column {column}, beyond the file's end")
         _, method, xff = shard_file.column_info(column)
         return MetricInfo(
             name, slot, shard_file.path, shard_file.header.shard, shard_file.layout, method, xff
@@ -758,10 +784,12 @@ class Store:
                     shard_file = self._open_file(file_no)
                     if int(columns.max()) >= shard_file.capacity:
                         shard_file.refresh()
+                    if int(columns.max()) >= shard_file.capacity:
+                        raise CorruptFileError(str(shard_file.path), "metrics beyond the file's end (truncated?)")
                 layout = shard_file.layout
                 use = tuple(f for f in wanted if f in {n for n, _ in layout.fields})
-                if layout.with_last and "last" not in use and "last" in fields:
-                    use += ("last",)
+                if layout.with_last and "last" not in use:
+                    use += ("last",)  # its default value may need it
                 grid = choose_grid(layout, int(from_t), int(until_t), now, archive)
                 if grid is None:
                     result.out_of_range.extend(n for n, _ in members)

@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "graphite_istat.cli.check"),
     ("serve", "graphite_istat.cli.serve"),
     ("carbon-cache", "graphite_istat.cli.carbon_cache"),
+    ("agent", "graphite_istat.cli.agent"),
     ("import-whisper", "graphite_istat.cli.import_whisper"),
     ("export-whisper", "graphite_istat.cli.export_whisper"),
     ("resize", "graphite_istat.cli.resize"),

@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..receiver.ack_server import start_ack_server
     from ..receiver.logs import close_logging, configure_logging
     from ..receiver.service import run_receiver
     from ..receiver.settings import ReceiverSettings
@@ -65,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
                 locations.conf_dir,
                 os.getpid(),
             )
-            return run_receiver(settings, store, locations.conf_dir, logger)
+            return run_receiver(
+                settings,
+                store,
+                locations.conf_dir,
+                logger,
+                on_ready=lambda service: start_ack_server(service, carbon_conf),
+            )
     finally:
         close_logging()
 

@@ -181,12 +181,14 @@ class CellStats:
 class ReferenceStore:
     """What a store must hold, from the rules in DESIGN.md and ``store/``'s docstrings.
 
-    * A point older than its metric's longest retention is ``too_old``; one
-      more than ``future_limit`` ahead of ``now`` is ``too_far_future``.
+    * A point whose bucket is older than every archive's window (the oldest
+      bucket the coarsest ring still holds) is ``too_old``; one more than
+      ``future_limit`` ahead of ``now`` is ``too_far_future``.
     * An accepted point lands in archive i iff its bucket (``ts - ts % step``)
       is at or after ``window_start(now, step, rows)`` of the write.
-    * A ring row holds one bucket at a time: the newest bucket that ever
-      landed in it. Rows are shared by the metrics of one block of a shard
+    * A ring has rows + ceil(future_limit / step) rows (spare rows take
+      points ahead of now); a ring row holds one bucket at a time: the newest
+      bucket that ever landed in it. Rows are shared by the metrics of one block of a shard
       file (one stamp per row, see format.py), so the newest bucket of any
       metric of the block owns the row.
     * Keep-last metrics: a finest bucket keeps the last point received; a
@@ -205,15 +207,18 @@ class ReferenceStore:
         rejected: Counter[str] = Counter()
         for name, ts, value in points:
             self._seq += 1
-            max_retention = max(step * rows for step, rows in archives_of(name))
+            oldest = min(window_start(now, step, rows) for step, rows in archives_of(name))
             if ts > now + self.future_limit:
                 rejected["too_far_future"] += 1
-            elif ts < now - max_retention:
+            elif ts < oldest:
                 rejected["too_old"] += 1
             else:
                 self.accepted.append(RefPoint(name, ts, value, self._seq, now))
                 accepted += 1
         return accepted, dict(rejected)
+
+    def ring_rows(self, step: int, rows: int) -> int:
+        return rows + -(-self.future_limit // step)
 
     def cells(self, shapes: dict[str, MetricShape]) -> dict[tuple[str, int], dict[int, list[RefPoint]]]:
         """(name, archive) -> bucket -> the points that bucket holds.
@@ -231,14 +236,14 @@ class ReferenceStore:
                 bucket = p.ts - p.ts % step
                 if bucket < window_start(p.now, step, rows):
                     continue
-                key = (shape.ring, i, (bucket // step) % rows)
+                key = (shape.ring, i, (bucket // step) % self.ring_rows(step, rows))
                 stamps[key] = max(stamps.get(key, bucket), bucket)
                 landed[(p.name, i, bucket)].append(p)
         out: dict[tuple[str, int], dict[int, list[RefPoint]]] = defaultdict(dict)
         for (name, i, bucket), pts in landed.items():
             shape = shapes[name]
             step, rows = shape.archives[i]
-            if stamps[(shape.ring, i, (bucket // step) % rows)] == bucket:
+            if stamps[(shape.ring, i, (bucket // step) % self.ring_rows(step, rows))] == bucket:
                 out[(name, i)][bucket] = pts
         for name, shape in shapes.items():
             if shape.keep_last:

@@ -256,8 +256,9 @@ def recompute_from_finer(
     stamps = fine.stamps[blocks, rows]
     # Covered: the whole coarse bucket lies in the finer archive's window, and
     # no finer row of it has been reused for a newer bucket.
-    fine_window_start = (now - now % fine.step) - (fine.rows - 1) * fine.step
-    covered = (stamps <= sub).all(axis=1) & (runs.bucket >= fine_window_start)
+    kept = shard.layout.archives[archive - 1].rows
+    fine_window_start = (now - now % fine.step) - (kept - 1) * fine.step
+    covered = (stamps <= sub).all(axis=1) & (runs.bucket >= fine_window_start) & (ratio <= kept)
     valid = stamps == sub
     f = fine.fields
     counts = np.where(valid, f["count"][blocks, rows, cols], 0).astype(np.int64) & COUNT_MAX

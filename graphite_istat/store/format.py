@@ -34,7 +34,8 @@ File header (``HEADER_STRUCT``)::
     24  u32  archive count    1..MAX_ARCHIVES
     28  u32  reserved (0)
     32  u64  block_bytes      size of one block
-    40  MAX_ARCHIVES x (u32 step seconds, u32 rows)
+    40  MAX_ARCHIVES x (u32 step seconds, u32 rows)   rows: buckets of retention
+    168 MAX_ARCHIVES x u32 spare rows                  extra ring rows for points ahead of now
     4092 u32 crc32 of bytes [0, 4092)
 
 The number of blocks is derived from the file size: ``(size - 4096) //
@@ -54,6 +55,10 @@ Block (``block_bytes`` long, every region page aligned)::
              u8 in_use, u8 aggregation method code, u8 flags, u8 reserved,
              f32 xFilesFactor, u32 reserved, u32 crc32 of the first 12 bytes
     then for each archive, in file header order, page aligned:
+    (an archive's ring has rows + spare rows: the spare ones hold buckets up to
+    the store's future limit ahead of now without reusing a row that still
+    holds a bucket inside the retention, which would empty it for every
+    metric of the block)
         stamps       i64[rows]            bucket start time held by the row; 0 = never written
         count        u32[rows][B]         bits 0-30: points; bit 31: approximate (see below)
         sum          f64[rows][B]
@@ -167,10 +172,18 @@ def _page_align(n: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveSpec:
-    """One retention level of a layout: ``rows`` buckets of ``step`` seconds."""
+    """One retention level of a layout: ``rows`` buckets of ``step`` seconds kept.
+
+    ``spare`` more rows in the ring take buckets ahead of now (see the format).
+    """
 
     step: int
     rows: int
+    spare: int = 0
+
+    @property
+    def ring(self) -> int:
+        return self.rows + self.spare
 
     @property
     def seconds(self) -> int:
@@ -187,7 +200,7 @@ class Layout:
 
     @property
     def key(self) -> str:
-        parts = "_".join(f"{a.step}x{a.rows}" for a in self.archives)
+        parts = "_".join(f"{a.step}x{a.rows}+{a.spare}" for a in self.archives)
         return parts + ("_last" if self.with_last else "") + ("_keeplast" if self.keep_last else "")
 
     @property
@@ -229,11 +242,11 @@ class BlockGeometry:
         archives = []
         for spec in layout.archives:
             stamps = pos
-            pos = _page_align(pos + spec.rows * 8)
+            pos = _page_align(pos + spec.ring * 8)
             offsets = {}
             for name, dt in layout.fields:
                 offsets[name] = pos
-                pos = _page_align(pos + spec.rows * block_columns * dt.itemsize)
+                pos = _page_align(pos + spec.ring * block_columns * dt.itemsize)
             archives.append(ArchiveOffsets(stamps, offsets))
         return cls(layout, block_columns, pos, tuple(archives))
 
@@ -246,7 +259,9 @@ def pack_header(layout: Layout, shard: int, block_columns: int, block_bytes: int
         FILE_MAGIC, FORMAT_VERSION, shard, block_columns, flags, len(layout.archives), 0, block_bytes
     )
     archives = b"".join(ARCHIVE_STRUCT.pack(a.step, a.rows) for a in layout.archives)
-    body = head + archives
+    archives += b"\0" * ((MAX_ARCHIVES - len(layout.archives)) * ARCHIVE_STRUCT.size)
+    spares = b"".join(struct.pack("<I", a.spare) for a in layout.archives)
+    body = head + archives + spares
     body += b"\0" * (HEADER_CRC_OFFSET - len(body))
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -277,8 +292,12 @@ def unpack_header(path: str, data: bytes) -> FileHeader:
         raise CorruptFileError(path, f"format version {version}, this program reads {FORMAT_VERSION}")
     if not 1 <= narchives <= MAX_ARCHIVES or block_columns < 1:
         raise CorruptFileError(path, f"implausible header: {narchives} archives, {block_columns} columns")
+    spares_at = HEADER_STRUCT.size + MAX_ARCHIVES * ARCHIVE_STRUCT.size
     archives = tuple(
-        ArchiveSpec(*ARCHIVE_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * ARCHIVE_STRUCT.size))
+        ArchiveSpec(
+            *ARCHIVE_STRUCT.unpack_from(data, HEADER_STRUCT.size + i * ARCHIVE_STRUCT.size),
+            struct.unpack_from("<I", data, spares_at + 4 * i)[0],
+        )
         for i in range(narchives)
     )
     layout = Layout(archives, bool(flags & FLAG_LAST), bool(flags & FLAG_KEEP_LAST))

@@ -58,7 +58,7 @@ class ArchiveView:
     """
 
     step: int
-    rows: int
+    rows: int  # rows in the ring (retention plus spare)
     stamps: np.ndarray  # (blocks, rows) int64
     fields: dict[str, np.ndarray]  # name -> (blocks, rows, block_columns)
     flat: dict[str, np.ndarray]  # name -> 1-d view
@@ -180,17 +180,17 @@ class ShardFile:
         views = []
         for spec, offsets in zip(self.layout.archives, self.geometry.archives, strict=True):
             stamps = np.ndarray(
-                (nblocks, spec.rows), np.int64, buffer=mm, offset=HEADER_SIZE + offsets.stamps, strides=(bb, 8)
+                (nblocks, spec.ring), np.int64, buffer=mm, offset=HEADER_SIZE + offsets.stamps, strides=(bb, 8)
             )
             fields, flat, flat_stride = {}, {}, {}
             for name, dt in self.layout.fields:
                 start = HEADER_SIZE + offsets.fields[name]
                 fields[name] = np.ndarray(
-                    (nblocks, spec.rows, B), dt, buffer=mm, offset=start, strides=(bb, B * dt.itemsize, dt.itemsize)
+                    (nblocks, spec.ring, B), dt, buffer=mm, offset=start, strides=(bb, B * dt.itemsize, dt.itemsize)
                 )
                 flat[name] = np.ndarray(((length - start) // dt.itemsize,), dt, buffer=mm, offset=start)
                 flat_stride[name] = bb // dt.itemsize
-            views.append(ArchiveView(spec.step, spec.rows, stamps, fields, flat, flat_stride))
+            views.append(ArchiveView(spec.step, spec.ring, stamps, fields, flat, flat_stride))
         self.archives = tuple(views)
 
     def prefault(self, archive: int, block: int, first_row: int, rows: int, fields: tuple[str, ...]) -> None:

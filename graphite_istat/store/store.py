@@ -148,10 +148,15 @@ class FetchResult:
                 yield name, s.grid, s, row
 
 
-def _layout_for(rules: StorageRules, name: str) -> tuple[Layout, str, float]:
+def spare_rows(step: int, future_limit: int) -> int:
+    """Ring rows an archive needs beyond its retention for points up to ``future_limit`` ahead."""
+    return -(-future_limit // step)
+
+
+def _layout_for(rules: StorageRules, name: str, future_limit: int) -> tuple[Layout, str, float]:
     schema = rules.schema_for(name)
     agg = rules.aggregation_for(name)
-    archives = tuple(ArchiveSpec(r.step, r.points) for r in schema.retentions)
+    archives = tuple(ArchiveSpec(r.step, r.points, spare_rows(r.step, future_limit)) for r in schema.retentions)
     layout = Layout(archives, with_last=agg.method == "last", keep_last=schema.finest_bucket == "last")
     return layout, agg.method, agg.x_files_factor
 
@@ -366,7 +371,7 @@ class Store:
         encode_name(name)  # refuse a bad name before it costs a column
         if explicit is None:
             assert self.rules is not None
-            explicit = _layout_for(self.rules, name)
+            explicit = _layout_for(self.rules, name, self.options.future_limit)
         layout, method, xff = explicit
         shard = shard_of(name, self.options.shards)
         key = (shard, layout.key)
@@ -488,7 +493,10 @@ class Store:
         result.reject("corrupt_file", int(bad_file.sum()))
         too_old = usable[file_idx] & (ts < oldest[file_idx])
         result.reject("too_old", int(too_old.sum()))
-        keep_mask = usable[file_idx] & ~too_old
+        # A file made when the future limit was smaller has fewer spare rows.
+        too_far = usable[file_idx] & (ts > now + tables["ahead"][file_idx])
+        result.reject("too_far_future", int(too_far.sum()))
+        keep_mask = usable[file_idx] & ~too_old & ~too_far
         if not keep_mask.all():
             keep = np.flatnonzero(keep_mask)
             slots, ts, values = slots[keep], ts[keep], values[keep]
@@ -517,8 +525,9 @@ class Store:
 
         ``usable``: the file is open for writing; ``steps``/``rows``: its
         archives (padded with its first one), from which the oldest bucket it
-        can still take is computed per write; ``keep_last_step``: its finest
-        step if it keeps the last point, else 0. Rebuilt only when files were added.
+        can still take is computed per write; ``ahead``: how far ahead of now
+        its spare rows reach; ``keep_last_step``: its finest step if it keeps
+        the last point, else 0. Rebuilt only when files were added.
         """
         tables = self._per_file
         if tables is not None and len(tables["usable"]) == self._next_file_no + 1:
@@ -528,8 +537,10 @@ class Store:
         steps = np.ones((n, MAX_ARCHIVES), dtype=np.int64)
         rows = np.ones((n, MAX_ARCHIVES), dtype=np.int64)
         keep_last_step = np.zeros(n, dtype=np.int64)
+        ahead = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
         for no, shard_file in self._files.items():
             usable[no] = True
+            ahead[no] = min(spec.spare * spec.step for spec in shard_file.layout.archives)
             archives = shard_file.layout.archives
             steps[no] = archives[0].step
             rows[no] = archives[0].rows
@@ -537,7 +548,13 @@ class Store:
                 steps[no, i], rows[no, i] = spec.step, spec.rows
             if shard_file.layout.keep_last:
                 keep_last_step[no] = shard_file.layout.finest_step
-        self._per_file = {"usable": usable, "steps": steps, "rows": rows, "keep_last_step": keep_last_step}
+        self._per_file = {
+            "usable": usable,
+            "steps": steps,
+            "rows": rows,
+            "keep_last_step": keep_last_step,
+            "ahead": ahead,
+        }
         return self._per_file
 
     def _sort_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -579,7 +596,8 @@ class Store:
             raise StoreError("this store was opened read-only")
         if method not in METHOD_CODES:
             raise StoreError(f"unknown aggregation method {method!r}")
-        specs = tuple(ArchiveSpec(int(step), int(rows)) for step, rows in archives)
+        future = self.options.future_limit
+        specs = tuple(ArchiveSpec(int(step), int(rows), spare_rows(int(step), future)) for step, rows in archives)
         validate_retentions(Retention(s.step, s.rows) for s in specs)
         layout = Layout(specs, with_last=method == "last", keep_last=keep_last)
         with self._write_lock:

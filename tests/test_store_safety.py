@@ -85,13 +85,13 @@ def _small_file_system(path: Path) -> Iterator[SmallFileSystem]:
     """
     path.mkdir()
     mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], check=False
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], check=False
     ).returncode == 0
     if not mounted:
 
         def limit() -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
 
         yield SmallFileSystem(path, limit, lambda: None)
         return

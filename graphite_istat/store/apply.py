@@ -191,9 +191,12 @@ def merge_runs(
         stamps = stamps[ok]
     if not len(runs):
         return 0
+    rowkey = np.unique(cells.block * view.rows + cells.row)
+    touched_blocks, touched_rows = np.divmod(rowkey, view.rows)
+    if shard.writable:
+        shard.ensure_allocated(archive, touched_blocks, touched_rows)
     if before_change is not None:
-        rowkey = np.unique(cells.block * view.rows + cells.row)
-        before_change(archive, *np.divmod(rowkey, view.rows))
+        before_change(archive, touched_blocks, touched_rows)
     stale = stamps < runs.bucket
     if stale.any():
         # Many runs share a row: clear each stale row once.

@@ -37,6 +37,7 @@ from .format import (
 )
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
+ALLOCATION_ROWS = 64  # rows given disk space at a time by ensure_allocated
 
 
 def fsync_directory(path: Path) -> None:
@@ -192,6 +193,10 @@ class ShardFile:
                 flat_stride[name] = bb // dt.itemsize
             views.append(ArchiveView(spec.step, spec.ring, stamps, fields, flat, flat_stride))
         self.archives = tuple(views)
+        # Which ALLOCATION_ROWS-row chunks of each archive and block are known
+        # to have disk space (see ensure_allocated); unknown after a remap.
+        self._chunks_per_block = [-(-v.rows // ALLOCATION_ROWS) for v in views]
+        self._allocated = [np.zeros(nblocks * c, dtype=bool) for c in self._chunks_per_block]
 
     def prefault(self, archive: int, block: int, first_row: int, rows: int, fields: tuple[str, ...]) -> None:
         """Map the pages of a row range in one call per array before a read copies from them.
@@ -233,7 +238,38 @@ class ShardFile:
     def _init_block(self, block: int) -> None:
         assert self._map is not None
         start = HEADER_SIZE + block * self.header.block_bytes
+        # The block header and column table are written through the map: give
+        # them disk space first, so a full disk is an OSError here, not a SIGBUS.
+        os.posix_fallocate(self._fd, start, self.geometry.archives[0].stamps)
         BLOCK_HEADER_STRUCT.pack_into(self._map, start, BLOCK_MAGIC, block, 0)
+
+    def ensure_allocated(self, archive: int, blocks: np.ndarray, rows: np.ndarray) -> None:
+        """Give disk space to the pages of these rows (all counters) before they are written.
+
+        A write through the map into a hole of a sparse file on a full file
+        system kills the process with SIGBUS; ``posix_fallocate`` turns that
+        into an ``OSError`` (ENOSPC) raised before anything changed. Space is
+        claimed ALLOCATION_ROWS rows at a time and remembered, so a write
+        rarely makes a system call here.
+        """
+        view = self.archives[archive]
+        done = self._allocated[archive]
+        chunks = np.unique(blocks * self._chunks_per_block[archive] + rows // ALLOCATION_ROWS)
+        chunks = chunks[~done[chunks]]
+        if not len(chunks):
+            return
+        offsets = self.geometry.archives[archive]
+        itemsizes = [(offsets.stamps, 8)] + [
+            (offsets.fields[name], dt.itemsize * self.block_columns) for name, dt in self.layout.fields
+        ]
+        for chunk in chunks.tolist():
+            block, first = divmod(chunk, self._chunks_per_block[archive])
+            first *= ALLOCATION_ROWS
+            count = min(ALLOCATION_ROWS, view.rows - first)
+            base = HEADER_SIZE + block * self.header.block_bytes
+            for region, row_bytes in itemsizes:
+                os.posix_fallocate(self._fd, base + region + first * row_bytes, count * row_bytes)
+            done[chunk] = True
 
     def _repair_uninitialised_blocks(self) -> None:
         # A writer killed while changing a block leaves its generation odd;

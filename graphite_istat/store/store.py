@@ -56,6 +56,7 @@ INDEX_NAME = "names.log"
 SLOT_SHIFT = 32
 COLUMN_MASK = (1 << SLOT_SHIFT) - 1
 COMPACT_MIN_GARBAGE = 10_000
+ANONYMOUS_SOURCE = ""  # the journal's source for writes without one
 
 
 class StoreError(Exception):
@@ -296,7 +297,7 @@ class Store:
             self._journal.commit()
             return
         source, sequence, raw = pending
-        if self.sequences.last(source) < sequence:
+        if source == ANONYMOUS_SOURCE or self.sequences.last(source) < sequence:
 
             def fields_of(file_no: int):
                 shard_file = self._files.get(file_no)
@@ -428,10 +429,11 @@ class Store:
     ) -> WriteResult:
         """Apply a batch; returns what was accepted, created and rejected (by reason).
 
-        With ``source`` and ``sequence`` the batch is applied exactly once
-        (see ``journal.py``): a sequence not above the last one applied for
-        that source is a duplicate and changes nothing (``result.duplicate``),
-        and a crash half way through is rolled back on the next open.
+        Every batch is applied wholly or not at all: a crash (or an error such
+        as a full disk) half way through is rolled back, on the spot or on the
+        next open (see ``journal.py``). With ``source`` and ``sequence`` it is
+        also applied at most once: a sequence not above the last one applied
+        for that source is a duplicate and changes nothing (``result.duplicate``).
         """
         if not self.writable:
             raise StoreError("this store was opened read-only")
@@ -439,20 +441,28 @@ class Store:
             raise StoreError("source and sequence go together")
         now = int(time.time()) if now is None else int(now)
         result = WriteResult()
+        if source == ANONYMOUS_SOURCE:
+            raise StoreError("a source needs a name")
         with self._write_lock:
+            assert self._journal is not None
             if source is not None:
-                assert sequence is not None and self._journal is not None
+                assert sequence is not None
                 if sequence <= self.sequences.last(source):
                     result.duplicate = True
                     return result
-                self._journal.begin(source, sequence)
+            elif not len(batch):
+                return result
+            # Every write is journaled, so a batch is applied wholly or not at all.
+            self._journal.begin(source or ANONYMOUS_SOURCE, sequence or 0)
+            try:
                 self._write(batch, now, result, journal=True)
                 self.index.flush(fsync=False)
-                self.sequences.append(source, sequence)  # the commit point
-                self._journal.commit()
-            elif len(batch):
-                self._write(batch, now, result)
-                self.index.flush(fsync=False)
+            except BaseException:
+                self._roll_back_interrupted_batch()  # undo the rows it had changed
+                raise
+            if source is not None:
+                self.sequences.append(source, int(sequence))  # the commit point
+            self._journal.commit()
             if time.monotonic() - self._last_sync >= self.options.fsync_interval:
                 self.sync()
         return result

@@ -78,7 +78,7 @@ class SmallFileSystem:
 
 @contextlib.contextmanager
 def _small_file_system(path: Path) -> Iterator[SmallFileSystem]:
-    """A 2 MB tmpfs at ``path`` (as root); otherwise a 2 MB file size limit for the child.
+    """An 8 MB tmpfs at ``path`` (as root); otherwise an 8 MB file size limit for the child.
 
     ``make_room`` grows the tmpfs before the parent reads: on a full tmpfs even a
     read of a hole in a mapped file needs a page, and the reader would get SIGBUS.

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench-store clean
+.PHONY: venv test lint demo bench bench-quick bench-store bench-ingest bench-render bench-agent bench-parse bench-names bench-functions clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,33 @@ test: lint
 demo: venv
 	$(BIN)/python -m graphite_istat.demo
 
+# Benchmarks print tables; targets and figures are in the issues' notes and benchmarks/RESULTS.md.
+bench: venv
+	$(BIN)/python benchmarks/bench_compare.py
+
+bench-quick: venv
+	$(BIN)/python benchmarks/bench_compare.py --quick
+
 bench-store: venv
 	$(BIN)/python benchmarks/bench_store.py
+
+bench-ingest: venv
+	$(BIN)/python benchmarks/bench_ingest.py
+
+bench-render: venv
+	$(BIN)/python benchmarks/bench_render.py
+
+bench-agent: venv
+	$(BIN)/python benchmarks/bench_agent.py
+
+bench-parse: venv
+	$(BIN)/python benchmarks/bench_parse.py
+
+bench-names: venv
+	$(BIN)/python benchmarks/bench_names.py
+
+bench-functions: venv
+	$(BIN)/python benchmarks/bench_functions.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

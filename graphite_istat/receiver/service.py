@@ -56,8 +56,7 @@ class StoreWriter:
         self.store.sync()
 
     def replace_rules(self, rules: StorageRules) -> None:
-        # Called on the writer thread only, between writes: no write can see a half swap.
-        self.store.rules = rules
+        self.store.set_rules(rules)
 
 
 class ReceiverService:

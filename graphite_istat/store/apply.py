@@ -29,8 +29,10 @@ import numpy as np
 from .format import APPROXIMATE, COUNT_MAX
 from .shardfile import ArchiveView, ShardFile
 
-# Called with (archive, blocks, rows) before those rows of that archive change.
-BeforeChange = Callable[[int, np.ndarray, np.ndarray], None]
+# Called before rows of an archive change, with (archive, blocks, rows) of the
+# rows whose cells change and (blocks, rows, new stamps) of the stale rows
+# about to be emptied for a newer bucket.
+BeforeChange = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass(slots=True)
@@ -191,20 +193,22 @@ def merge_runs(
         stamps = stamps[ok]
     if not len(runs):
         return 0
-    rowkey = np.unique(cells.block * view.rows + cells.row)
-    touched_blocks, touched_rows = np.divmod(rowkey, view.rows)
-    if shard.writable:
-        shard.ensure_allocated(archive, touched_blocks, touched_rows)
-    if before_change is not None:
-        before_change(archive, touched_blocks, touched_rows)
     stale = stamps < runs.bucket
-    if stale.any():
-        # Many runs share a row: clear each stale row once.
-        rowkey = cells.block[stale] * view.rows + cells.row[stale]
-        rowkey, first = np.unique(rowkey, return_index=True)
-        sb, sr = np.divmod(rowkey, view.rows)
+    # Many runs share a row: each row once.
+    kept_key = np.unique(cells.block[~stale] * view.rows + cells.row[~stale])
+    stale_key, first = np.unique(cells.block[stale] * view.rows + cells.row[stale], return_index=True)
+    kb, kr = np.divmod(kept_key, view.rows)
+    sb, sr = np.divmod(stale_key, view.rows)
+    new_stamps = runs.bucket[stale][first]
+    if shard.writable:
+        shard.ensure_allocated(archive, np.concatenate((kb, sb)), np.concatenate((kr, sr)))
+    if before_change is not None:
+        # A stale row's old bucket has left the retention: undoing its reuse
+        # only needs it emptied again, not its old cells.
+        before_change(archive, kb, kr, sb, sr, new_stamps)
+    if len(stale_key):
         view.fields["count"][sb, sr, :] = 0
-        view.stamps[sb, sr] = runs.bucket[stale][first]
+        view.stamps[sb, sr] = new_stamps
 
     B = shard.block_columns
     flat = view.flat

@@ -23,8 +23,13 @@ crash is covered as far as the fsync policy got the files to disk.
 
     header   8s magic b"ISTATUND", u32 version, u16 source length, source utf-8, u64 sequence, u32 crc32
     records  u32 magic 0x52444E55, u32 file number, u16 archive, u32 rows k, u32 block columns B,
-             i64[k] blocks, i64[k] rows, i64[k] stamps, then for each counter of the file's layout
-             in layout order its k x B cells, u32 crc32 of the record
+             u32 stale rows s, i64[k] blocks, i64[k] rows, i64[k] stamps, then for each counter
+             of the file's layout in layout order its k x B cells, then i64[s] blocks, i64[s] rows,
+             i64[s] new stamps of the stale rows, u32 crc32 of the record
+
+A stale row is one the batch takes over for a newer bucket; its old bucket has
+left the retention, so undoing the takeover only means emptying the row for
+the new bucket again -- no copy of its cells is needed.
 
 ``sequences.log``, version 1: header ``8s b"ISTATSEQ", u32 version, u32 crc32``,
 then records ``u16 source length, source utf-8, u64 sequence, u32 crc32``. The
@@ -50,7 +55,7 @@ UNDO_MAGIC = b"ISTATUND"
 SEQ_MAGIC = b"ISTATSEQ"
 VERSION = 1
 RECORD_MAGIC = 0x52444E55
-RECORD_HEAD = struct.Struct("<IIHII")
+RECORD_HEAD = struct.Struct("<IIHIII")
 SEQ_HEADER = struct.Struct("<8sII")
 
 
@@ -161,6 +166,9 @@ class UndoRecord:
     rows: np.ndarray
     stamps: np.ndarray
     cells: dict[str, np.ndarray]  # field -> (k, B)
+    stale_blocks: np.ndarray
+    stale_rows: np.ndarray
+    stale_stamps: np.ndarray
 
 
 class UndoJournal:
@@ -191,17 +199,29 @@ class UndoJournal:
         body = UNDO_MAGIC + struct.pack("<IH", VERSION, len(raw)) + raw + struct.pack("<Q", sequence)
         os.write(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
-    def capture(self, file_no: int, shard: ShardFile, archive: int, blocks: np.ndarray, rows: np.ndarray) -> None:
-        """Copy rows (block, row pairs) of one archive into the journal before they change."""
+    def capture(
+        self,
+        file_no: int,
+        shard: ShardFile,
+        archive: int,
+        blocks: np.ndarray,
+        rows: np.ndarray,
+        stale_blocks: np.ndarray,
+        stale_rows: np.ndarray,
+        stale_stamps: np.ndarray,
+    ) -> None:
+        """Record, before they change, the rows of one archive a batch touches."""
         view = shard.archives[archive]
         parts = [
-            RECORD_HEAD.pack(RECORD_MAGIC, file_no, archive, len(blocks), shard.block_columns),
+            RECORD_HEAD.pack(RECORD_MAGIC, file_no, archive, len(blocks), shard.block_columns, len(stale_blocks)),
             blocks.astype("<i8").tobytes(),
             rows.astype("<i8").tobytes(),
             view.stamps[blocks, rows].astype("<i8").tobytes(),
         ]
         for name, _ in shard.layout.fields:
             parts.append(np.ascontiguousarray(view.fields[name][blocks, rows, :]).tobytes())
+        for array in (stale_blocks, stale_rows, stale_stamps):
+            parts.append(array.astype("<i8").tobytes())
         body = b"".join(parts)
         os.write(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
@@ -238,13 +258,13 @@ def decode_records(raw: bytes, layout_fields_of) -> list[UndoRecord]:
     out = []
     pos = 0
     while pos + RECORD_HEAD.size <= len(raw):
-        magic, file_no, archive, k, width = RECORD_HEAD.unpack_from(raw, pos)
+        magic, file_no, archive, k, width, s = RECORD_HEAD.unpack_from(raw, pos)
         if magic != RECORD_MAGIC:
             break
         fields = layout_fields_of(file_no)
         if fields is None:
             break
-        size = RECORD_HEAD.size + 3 * 8 * k + sum(k * width * dt.itemsize for _, dt in fields)
+        size = RECORD_HEAD.size + 3 * 8 * (k + s) + sum(k * width * dt.itemsize for _, dt in fields)
         end = pos + size
         if end + 4 > len(raw):
             break
@@ -260,7 +280,8 @@ def decode_records(raw: bytes, layout_fields_of) -> list[UndoRecord]:
         for name, dt in fields:
             cells[name] = np.frombuffer(raw, dt, k * width, at).reshape(k, width)
             at += k * width * dt.itemsize
-        out.append(UndoRecord(file_no, archive, blocks, rows, stamps, cells))
+        stale = [np.frombuffer(raw, "<i8", s, at + 8 * s * i) for i in range(3)]
+        out.append(UndoRecord(file_no, archive, blocks, rows, stamps, cells, *stale))
         pos = end + 4
     return out
 
@@ -271,13 +292,15 @@ def restore(records: list[UndoRecord], files: dict[int, ShardFile]) -> int:
     for rec in reversed(records):
         shard = files[rec.file_no]
         view = shard.archives[rec.archive]
-        blocks = np.unique(rec.blocks)
+        blocks = np.unique(np.concatenate((rec.blocks, rec.stale_blocks)))
         shard.generations[blocks] += 1
         try:
             view.stamps[rec.blocks, rec.rows] = rec.stamps
             for name, cells in rec.cells.items():
                 view.fields[name][rec.blocks, rec.rows, :] = cells
+            view.fields["count"][rec.stale_blocks, rec.stale_rows, :] = 0
+            view.stamps[rec.stale_blocks, rec.stale_rows] = rec.stale_stamps
         finally:
             shard.generations[blocks] += 1
-        restored += len(rec.blocks)
+        restored += len(rec.blocks) + len(rec.stale_blocks)
     return restored

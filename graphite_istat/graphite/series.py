@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..store.stats import SUB_COUNTERS
-from ..store.store import SeriesSet, Store
+from ..store.stats import NEEDS
+from ..store.store import DEFAULT_VALUE, SeriesSet, Store
 from .consolidation import consolidate
 from .namespace import Leaf
-
-READ_FIELDS: tuple[str, ...] = (*SUB_COUNTERS, "last")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,11 @@ def read_leaves(
     result = LeafRead()
     if not metrics:
         return result
-    fetched = store.fetch(metrics, from_t, until_t, now, fields=READ_FIELDS)
+    stats = {leaf.stat for leaf in leaves}
+    fields = {counter for stat in stats if stat is not None for counter in NEEDS[stat]}
+    if None in stats:
+        fields.add(DEFAULT_VALUE)
+    fetched = store.fetch(metrics, from_t, until_t, now, fields=tuple(sorted(fields)))
     result.errors.update(fetched.errors)
     located: dict[str, tuple[_DerivedSet, int]] = {}
     for series_set in fetched.sets:

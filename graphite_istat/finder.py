@@ -12,7 +12,11 @@ keeps its aggregation method and xFilesFactor in its shard file.
 
 Paths are described in ``graphite.namespace``: each stored metric is a leaf
 (its aggregation method) and a branch of sub-counter leaves (``.avg``,
-``.max`` ...). ``fetch`` reads every series of a render in one bulk store read
+``.max`` ...). Tagged series (``cpu.user;dc=ams;host=web1``) are answered
+from the same names by ``graphite.tags``: the finder declares ``tags = True``,
+so graphite-web hands it ``seriesByTag(...)`` targets and the tag
+auto-completion; ``IstatTagDB`` (``TAGDB = 'graphite_istat.finder.IstatTagDB'``)
+serves ``/tags``, ``/tags/<tag>`` and ``/tags/findSeries`` from them too. ``fetch`` reads every series of a render in one bulk store read
 and, when the request carries maxDataPoints, consolidates exactly from the
 sub-counters (``graphite.consolidation``).
 
@@ -24,6 +28,7 @@ another thread walks it).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -36,15 +41,27 @@ from graphite.intervals import Interval, IntervalSet
 from graphite.logger import log
 from graphite.node import BranchNode, LeafNode
 from graphite.readers.utils import BaseReader
+from graphite.render.grammar import grammar
+from graphite.tags.base import BaseTagDB
+from graphite.tags.utils import TaggedSeries
+from pyparsing import ParseBaseException
 
 from .graphite import namespace
 from .graphite.namespace import Leaf
 from .graphite.series import LeafRead, read_leaves
+from .graphite.tags import (
+    StatsOf,
+    TagExpressionError,
+    TagIndex,
+    resolve_tagged_path,
+    stats_with_last,
+)
 from .store.globbing import GlobError
 from .store.read import InvalidTimeRangeError, StoreBusyError
 from .store.store import Store, StoreError, UnknownMetricError
 
 CONSOLIDATE_BY = "consolidateBy("
+SERIES_BY_TAG = "seriesByTag("
 
 
 class IstatPatternError(InputParameterError):
@@ -79,13 +96,15 @@ class IstatFinder(BaseFinder):
 
     local = True
     disabled = False
-    tags = False
+    tags = True  # seriesByTag and tag auto-completion come here (answered from the stored names)
 
     def __init__(self, storage_dir: str | Path | None = None) -> None:
         super().__init__()
         self._storage_dir = Path(storage_dir) if storage_dir is not None else None
         self._store: Store | None = None
         self._lock = threading.Lock()
+        self._tag_index: TagIndex | None = None
+        self._tag_index_version: tuple[int, ...] = ()
 
     # -- the store ------------------------------------------------------------
 
@@ -104,14 +123,21 @@ class IstatFinder(BaseFinder):
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            self._tag_index = None
 
     # -- finding ----------------------------------------------------------------
 
     def _find(self, pattern: str, *, leaves_only: bool) -> namespace.FoundPaths:
         try:
             with self._lock:
+                if pattern.startswith(SERIES_BY_TAG):
+                    return _found(self._tagged_leaves(tag_expressions(pattern)))
+                if ";" in pattern:  # a tagged name: looked up exactly, as whisper's finder does
+                    index, stats_of = self._tags_and_stats()
+                    leaf = resolve_tagged_path(index, pattern, stats_of)
+                    return _found([] if leaf is None else [leaf])
                 return namespace.find(self._open(), pattern, leaves_only=leaves_only)
-        except GlobError as e:
+        except (GlobError, TagExpressionError) as e:
             raise IstatPatternError(f"{pattern!r}: {e}") from e
         except StoreError as e:
             # No writer has created the directory yet: nothing to find, but say why.
@@ -135,6 +161,77 @@ class IstatFinder(BaseFinder):
         except StoreError as e:
             _log_error(f"graphite-istat: cannot open {self.storage_dir}: {e}")
             return []
+
+    # -- tags -------------------------------------------------------------------
+
+    def _tags_and_stats(self) -> tuple[TagIndex, StatsOf]:
+        """The tag index of the store's current names, rebuilt when they changed (caller holds the lock)."""
+        store = self._open()
+        store.refresh()
+        stats = store.index.stats
+        version = (stats.records_replayed, stats.log_records, stats.compactions, stats.full_reloads)
+        if self._tag_index is None or version != self._tag_index_version:
+            self._tag_index = TagIndex(name for name, _ in store.index.items())
+            self._tag_index_version = version
+        return self._tag_index, stats_with_last(lambda metric: _stores_last(store, metric))
+
+    def _tagged_leaves(self, expressions: Sequence[str]) -> list[Leaf]:
+        index, stats_of = self._tags_and_stats()
+        return index.find_leaves(expressions, stats_of)
+
+    def _with_tags(self, answer, default):
+        """``answer(index, stats_of)`` under the lock; ``default`` when the store cannot be opened."""
+        try:
+            with self._lock:
+                return answer(*self._tags_and_stats())
+        except TagExpressionError as e:
+            raise IstatPatternError(str(e)) from e
+        except StoreError as e:
+            _log_error(f"graphite-istat: cannot open {self.storage_dir}: {e}")
+            return default
+
+    def find_series(self, expressions: Sequence[str]) -> list[str]:
+        """Paths of the series a seriesByTag query selects, sorted."""
+        return self._with_tags(
+            lambda index, stats_of: [leaf.path for leaf in index.find_leaves(expressions, stats_of)], []
+        )
+
+    def tagged_series(self, path: str) -> dict[str, str] | None:
+        """The tags of a stored tagged series (or of one of its sub-counters); None if there is none."""
+
+        def answer(index: TagIndex, stats_of: StatsOf) -> dict[str, str] | None:
+            leaf = resolve_tagged_path(index, path, stats_of)
+            if leaf is None or leaf.path != path:
+                return None
+            return dict(TaggedSeries.parse(leaf.path).tags)
+
+        return self._with_tags(answer, None)
+
+    def tag_values(self, tag: str) -> dict[str, int]:
+        """Each value of ``tag`` among the stored tagged series and how many have it."""
+        return self._with_tags(lambda index, stats_of: index.values(tag, stats_of), {})
+
+    def tag_names(self) -> list[str]:
+        return self._with_tags(lambda index, stats_of: index.tag_names(), [])
+
+    def auto_complete_tags(
+        self, exprs: Sequence[str], tagPrefix: str | None = None, limit: int | str | None = None,
+        requestContext: dict | None = None,
+    ) -> list[str]:
+        limit = _limit(limit)
+        return self._with_tags(
+            lambda index, stats_of: index.auto_complete_tags(list(exprs), tagPrefix, limit, stats_of), []
+        )
+
+    def auto_complete_values(
+        self, exprs: Sequence[str], tag: str, valuePrefix: str | None = None,
+        limit: int | str | None = None, requestContext: dict | None = None,
+    ) -> list[str]:
+        limit = _limit(limit)
+        return self._with_tags(
+            lambda index, stats_of: index.auto_complete_values(list(exprs), tag, valuePrefix, limit, stats_of),
+            [],
+        )
 
     # -- reading ----------------------------------------------------------------
 
@@ -210,6 +307,33 @@ class IstatFinder(BaseFinder):
         return IntervalSet([Interval(now - retention, now)])
 
 
+def tag_expressions(pattern: str) -> list[str]:
+    """The expressions of a ``seriesByTag('a=b', 'c=~d')`` target (parsed as graphite-web parses it)."""
+    try:
+        call = grammar.parseString(pattern).expression.call
+    except ParseBaseException as e:
+        raise IstatPatternError(f"cannot parse {pattern!r}: {e}") from e
+    if call.funcname != "seriesByTag":
+        raise IstatPatternError(f"not a seriesByTag call: {pattern!r}")
+    return [arg.string[1:-1] for arg in call.args if arg.string]
+
+
+def _found(leaves: Sequence[Leaf]) -> namespace.FoundPaths:
+    return namespace.FoundPaths(leaves={leaf.path: leaf for leaf in leaves})
+
+
+def _stores_last(store: Store, metric: str) -> bool:
+    try:
+        return store.info(metric).layout.with_last
+    except UnknownMetricError:  # deleted since the index was built
+        return False
+
+
+def _limit(limit: int | str | None) -> int:
+    """An auto-complete request's limit, else graphite-web's ``TAGDB_AUTOCOMPLETE_LIMIT``."""
+    return int(limit) if limit else int(getattr(settings, "TAGDB_AUTOCOMPLETE_LIMIT", 100))
+
+
 def _max_points(context: dict) -> int | None:
     """The request's maxDataPoints, unless a target chose its own consolidation.
 
@@ -251,3 +375,82 @@ class IstatReader(BaseReader):
 
     def __repr__(self) -> str:
         return f"IstatReader({self.leaf.path!r})"
+
+
+class IstatTagDBError(Exception):
+    """A TagDB call that cannot be honoured: the tag index is the store's names, not a database."""
+
+
+class IstatTagDB(BaseTagDB):
+    """graphite-web's TagDB answered from the store's names: ``TAGDB = 'graphite_istat.finder.IstatTagDB'``.
+
+    graphite-web 1.1.10 asks finders with ``tags = True`` for seriesByTag and
+    auto-completion, but ``/tags``, ``/tags/<tag>`` and ``/tags/findSeries``
+    only ever ask ``STORE.tagdb``; this TagDB answers them from the same
+    index as the finder (the finder of ``STORAGE_FINDERS`` when there is one),
+    always current, without a cache or a second database. Series enter it by
+    being written; ``tagSeries`` only returns the canonical name.
+    """
+
+    def __init__(self, settings, *args, **kwargs) -> None:
+        super().__init__(settings, *args, **kwargs)
+        self._finder: IstatFinder | None = None
+
+    @property
+    def finder(self) -> IstatFinder:
+        if self._finder is None:
+            # Imported late: graphite.storage builds its STORE, and this TagDB, at import.
+            from graphite.storage import STORE
+
+            configured = [f for f in getattr(STORE, "finders", ()) if isinstance(f, IstatFinder)]
+            self._finder = configured[0] if configured else IstatFinder()
+        return self._finder
+
+    def find_series(self, tags, requestContext=None) -> list[str]:
+        return self._find_series(tags, requestContext)
+
+    def _find_series(self, tags, requestContext=None) -> list[str]:
+        return self.finder.find_series(list(tags))
+
+    def get_series(self, path, requestContext=None) -> TaggedSeries | None:
+        tags = self.finder.tagged_series(path)
+        return None if tags is None else TaggedSeries(tags["name"], tags)
+
+    def list_tags(self, tagFilter=None, limit=None, requestContext=None) -> list[dict]:
+        selected = _filtered(self.finder.tag_names(), tagFilter)
+        return [{"tag": tag} for tag in selected[: int(limit) if limit else None]]
+
+    def get_tag(self, tag, valueFilter=None, limit=None, requestContext=None) -> dict | None:
+        if tag not in self.finder.tag_names():
+            return None
+        return {"tag": tag, "values": self.list_values(tag, valueFilter, limit, requestContext)}
+
+    def list_values(self, tag, valueFilter=None, limit=None, requestContext=None) -> list[dict]:
+        counts = self.finder.tag_values(tag)
+        selected = _filtered(list(counts), valueFilter)
+        return [{"value": v, "count": counts[v]} for v in selected[: int(limit) if limit else None]]
+
+    def auto_complete_tags(self, exprs, tagPrefix=None, limit=None, requestContext=None) -> list[str]:
+        return self.finder.auto_complete_tags(exprs, tagPrefix, limit, requestContext)
+
+    def auto_complete_values(self, exprs, tag, valuePrefix=None, limit=None, requestContext=None) -> list[str]:
+        return self.finder.auto_complete_values(exprs, tag, valuePrefix, limit, requestContext)
+
+    def tag_series(self, series, requestContext=None) -> str:
+        return TaggedSeries.parse(series).path
+
+    def del_series(self, series, requestContext=None) -> bool:
+        raise IstatTagDBError(
+            f"cannot untag {series!r}: a series leaves the tag index when its metric is deleted from the store"
+        )
+
+
+def _filtered(candidates: list[str], regex: str | None) -> list[str]:
+    """``candidates`` matching a /tags filter, anchored at the start as graphite-web anchors it."""
+    if not regex:
+        return candidates
+    try:
+        pattern = re.compile(regex if regex.startswith("^") else f"^({regex})")
+    except re.error as e:
+        raise IstatPatternError(f"invalid filter {regex!r}: {e}") from e
+    return [c for c in candidates if pattern.search(c)]

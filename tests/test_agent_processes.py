@@ -46,7 +46,11 @@ class Server:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.daemon = Daemon(root, extra=f"ACK_PORT = {ack_port}\n")
-        self.daemon.wait_for_log("listening: agent tcp")
+        try:
+            self.daemon.wait_for_log("listening: agent tcp")
+        except AssertionError:
+            self.daemon.kill()
+            raise
         ports = {(m[0], m[1]): int(m[3]) for m in LISTENING.findall(self.daemon.log())}
         self.ack_port = ports[("agent", "tcp")]
         self.storage = self.daemon.storage
@@ -66,14 +70,16 @@ class Agent:
         self.root = root
         self.spool_dir = root / "spool"
         self.conf = root / "agent.conf"
-        self.conf.write_text(
-            "[agent]\n"
+        base = (
             f"DESTINATIONS = {destinations}\n"
             f"SPOOL_DIR = {self.spool_dir}\n"
             "LINE_RECEIVER_PORT = 0\nPICKLE_RECEIVER_PORT = 0\nUDP_RECEIVER_PORT = 0\n"
             "FLUSH_INTERVAL = 0.2\nRECONNECT_MAX_DELAY = 0.5\nCARBON_METRIC_INTERVAL = 0\n"
-            "AGENT_ID = test-agent\n" + extra
+            "AGENT_ID = test-agent\n"
         )
+        overridden = {line.split("=")[0].strip() for line in extra.splitlines()}
+        kept = [line for line in base.splitlines() if line.split("=")[0].strip() not in overridden]
+        self.conf.write_text("[agent]\n" + "\n".join(kept) + "\n" + extra)
         self.start()
 
     def start(self) -> None:
@@ -87,7 +93,9 @@ class Agent:
         deadline = time.monotonic() + 60
         while " ready" not in self.log():
             assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"the agent did not start:\n{self.log()}")
             time.sleep(0.05)
         self.ports = {(m[0], m[1]): int(m[3]) for m in LISTENING.findall(self.log())}
 
@@ -334,13 +342,13 @@ def test_a_slow_server_does_not_make_the_agent_grow(tmp_path: Path, stamp: int) 
         tmp_path / "agent",
         f"127.0.0.1:{slow.port}",
         "WINDOW_BYTES = 1048576\nSPOOL_MEMORY_BYTES = 4194304\nMAX_SPOOL_BYTES = 33554432\n"
-        "MAX_BATCH_POINTS = 10000\n",
+        "MAX_BATCH_POINTS = 10000\nSPOOL_COMPRESSION = false\n",
     )
     peaks: list[int] = []
     sampling = threading.Event()
 
     def sample() -> None:
-        while not sampling.wait(0.02):
+        while not sampling.wait(0.02) and agent.process.poll() is None:
             peaks[-1] = max(peaks[-1], agent.resident_bytes())
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 DROPPED_SPOOL_FULL = "spool_full"
 DROPPED_SPOOL_CORRUPT = "spool_corrupt"
 DROPPED_SPOOL_ERROR = "spool_error"
+# Plaintext forwarding: batches taken from the spool for a connection that broke meanwhile.
+DROPPED_CONNECTION_LOST = "connection_lost"
 
 
 @dataclass(slots=True)

@@ -29,10 +29,12 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import threads
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, ReconnectingClientFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from graphite_istat.agent.counters import AgentCounters
+from graphite_istat.agent.counters import DROPPED_CONNECTION_LOST, AgentCounters
 from graphite_istat.agent.settings import Destination
 from graphite_istat.agent.spool import DestinationSpool, SpoolRecord
 from graphite_istat.protocol.ack_frames import (
@@ -49,6 +51,7 @@ from graphite_istat.protocol.ack_frames import (
 DEFAULT_WINDOW_BYTES = 16 << 20
 DEFAULT_READ_BYTES = 4 << 20
 RETRY_AFTER_ERROR = 1.0
+REPLAY_SHARES_PER_SECOND = 10
 
 
 class _Connection(Protocol):
@@ -210,11 +213,19 @@ class _Sender:
         )
 
     def read_in_thread(self, after: int, room: int) -> Any:
-        return self.spool.read(after, min(room, self.read_bytes))
+        return self.spool.read(after, min(room, self.read_bytes), self.replay_share())
+
+    def replay_share(self) -> int | None:
+        """Points read from disk at a time: a tenth of a second's worth of the replay rate."""
+        if self.replay_rate <= 0:
+            return None
+        return max(1, int(self.replay_rate / REPLAY_SHARES_PER_SECOND))
 
     def _records_read(self, connection: _Connection, records: list[SpoolRecord]) -> None:
         self.reading = False
         if connection is not self.connection or not self.ready or self.stopping:
+            # Read for a connection that is gone: the next one reads again from its start.
+            self.pump()
             return
         if records:
             replayed = sum(r.points for r in records if r.from_disk)
@@ -318,6 +329,7 @@ class AckSender(_Sender):
             self._acknowledge(target)
 
 
+@implementer(IPushProducer)
 class PlaintextSender(_Sender):
     """Carbon's plaintext protocol to a stock carbon or relay: at most once."""
 
@@ -354,7 +366,7 @@ class PlaintextSender(_Sender):
 
     def read_in_thread(self, after: int, room: int) -> Any:
         """Read, render as plaintext, and forget at once: delivered means handed over."""
-        records = self.spool.read(after, min(room, self.read_bytes))
+        records = self.spool.read(after, min(room, self.read_bytes), self.replay_share())
         if not records:
             return records
         self.spool.acknowledge(records[-1].sequence)
@@ -375,7 +387,8 @@ class PlaintextSender(_Sender):
         self.reading = False
         if connection is not self.connection or not self.ready or self.stopping:
             if plain:
-                self.counters.dropped("connection_lost", sum(r.points for r in plain))
+                self.counters.dropped(DROPPED_CONNECTION_LOST, sum(r.points for r in plain))
+            self.pump()
             return
         if plain:
             replayed = sum(r.points for r in plain if r.from_disk)

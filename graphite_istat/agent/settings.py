@@ -18,7 +18,8 @@ section. Keys, all optional but ``DESTINATIONS`` and ``SPOOL_DIR``:
 * ``MAX_SPOOL_BYTES`` (1 GiB): per destination; the oldest are dropped beyond;
 * ``SPOOL_MEMORY_BYTES`` (32 MiB): the newest batches also kept in memory;
 * ``SPOOL_FSYNC`` (false): fsync every spooled batch (survives an OS crash too);
-* ``SPOOL_COMPRESSION`` (false): zlib-compress the points of every batch;
+* ``SPOOL_COMPRESSION`` (true): zlib-compress the points of every batch (about 5 bytes
+  per point instead of 25-50, on disk and on the wire);
 * ``FLUSH_INTERVAL`` (1.0 s): received points are spooled within about half of it;
 * ``MAX_BATCH_POINTS`` (100000): points per batch at most;
 * ``WINDOW_BYTES`` (16 MiB): unacknowledged bytes in flight per destination;
@@ -86,7 +87,7 @@ class AgentSettings:
     max_spool_bytes: int = 1 << 30
     spool_memory_bytes: int = 32 << 20
     spool_fsync: bool = False
-    spool_compression: bool = False
+    spool_compression: bool = True
     flush_interval: float = 1.0
     max_batch_points: int = 100_000
     window_bytes: int = 16 << 20

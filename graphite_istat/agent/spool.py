@@ -293,13 +293,18 @@ class DestinationSpool:
 
     # -- reading for sending ----------------------------------------------------
 
-    def read(self, after: int, max_bytes: int) -> list[SpoolRecord]:
-        """Records with sequences above ``after``, in order, about ``max_bytes`` (at least one)."""
+    def read(
+        self, after: int, max_bytes: int, max_disk_points: int | None = None
+    ) -> list[SpoolRecord]:
+        """Records with sequences above ``after``, in order, about ``max_bytes`` (at least one);
+        from disk, about ``max_disk_points`` at most (a rate-limited replay's next share)."""
         with self._lock:
             if self._recent and self._recent[0].sequence <= after + 1:
                 return self._read_memory_locked(after, max_bytes)
             records: list[SpoolRecord] = []
             size = 0
+            if max_disk_points is not None:
+                max_bytes = min(max_bytes, self._bytes_for_points_locked(max_disk_points))
             while size < max_bytes:
                 segment = self._segment_after_locked(after)
                 if segment is None:
@@ -317,6 +322,14 @@ class DestinationSpool:
             if not records and self._recent and self._recent[-1].sequence > after:
                 return self._read_memory_locked(after, max_bytes)
             return records
+
+    def _bytes_for_points_locked(self, points: int) -> int:
+        """About the bytes of spooled records holding ``points`` (the spool's average)."""
+        held = sum(segment.points for segment in self._segments)
+        if not held:
+            return 1
+        per_point = self._total_bytes / held
+        return max(1, int(points * per_point))
 
     def _read_memory_locked(self, after: int, max_bytes: int) -> list[SpoolRecord]:
         start = max(0, after + 1 - self._recent[0].sequence)

@@ -170,9 +170,11 @@ class IstatFinder(BaseFinder):
         store.refresh()
         stats = store.index.stats
         version = (stats.records_replayed, stats.log_records, stats.compactions, stats.full_reloads)
-        if self._tag_index is None or version != self._tag_index_version:
+        if self._tag_index is None:
             self._tag_index = TagIndex(name for name, _ in store.index.items())
-            self._tag_index_version = version
+        elif version != self._tag_index_version:
+            self._tag_index.update(name for name, _ in store.index.items())
+        self._tag_index_version = version
         return self._tag_index, stats_with_last(lambda metric: _stores_last(store, metric))
 
     def _tagged_leaves(self, expressions: Sequence[str]) -> list[Leaf]:

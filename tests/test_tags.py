@@ -129,8 +129,11 @@ def graphite_tagdb(graphite_site: Site):
     from graphite.tags.localdatabase import LocalDatabaseTagDB
 
     tagdb = LocalDatabaseTagDB(django_settings, cache=None, log=None)
-    tagdb.tag_multi_series([n for n in NAMES if ";" in n])
-    return tagdb
+    tagged = [n for n in NAMES if ";" in n]
+    tagdb.tag_multi_series(tagged)
+    yield tagdb
+    tagdb.del_multi_series(tagged)  # graphite-web's database is shared by the session's tests
+    assert tagdb.find_series(["name=~.+"]) == []
 
 
 expressions = st.lists(
@@ -174,3 +177,20 @@ def _graphite_accepts(tagdb, query: list[str]) -> bool:
     except ValueError:  # graphite-web: no expression needs a value
         return False
     return True
+
+
+STORED = st.sets(st.sampled_from([*NAMES, "bad;x", "m;y=~1"]), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=STORED, after=STORED)
+def test_an_updated_index_equals_one_built_afresh(before, after):
+    updated = TagIndex(before)
+    updated.update(after)
+    fresh = TagIndex(after)
+    assert len(updated) == len(fresh) and updated.unparsable == fresh.unparsable
+    assert updated.tag_names() == fresh.tag_names()
+    for tag in ("name", "host", "dc", "role"):
+        assert updated.values(tag) == fresh.values(tag)
+    for query in (["host=~w"], ["name=cpu.user", "dc!=ams"], ["role=front", "host!=~web1"]):
+        assert updated.find_leaves(query) == fresh.find_leaves(query)

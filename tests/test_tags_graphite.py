@@ -163,6 +163,17 @@ def test_a_new_series_is_found_at_once(graphite_site, tagged, istat_tagdb):
     assert get_json(graphite_site, "/tags/zone") == {"tag": "zone", "values": [{"value": "z9", "count": 1}]}
 
 
+def test_a_deleted_series_leaves_the_index(graphite_site, tagged, istat_tagdb):
+    graphite_site.write([("tg.gone;zone=z8", graphite_site.now - STEP, 1.0)])
+    assert list(render(graphite_site, "seriesByTag('zone=z8')")) == ["tg.gone;zone=z8"]
+    rules = load_storage_rules(graphite_site.config.istat_conf_dir)
+    with Store.open(graphite_site.config.istat_storage_dir, rules, writable=True) as store:
+        assert store.delete("tg.gone;zone=z8") == ["tg.gone;zone=z8"]
+    assert render(graphite_site, "seriesByTag('zone=z8')") == {}
+    zone = get_json(graphite_site, "/tags/zone") or {"values": []}  # null once no series has the tag
+    assert "z8" not in [v["value"] for v in zone["values"]]
+
+
 def test_bad_expressions_are_client_errors(graphite_site, tagged, istat_tagdb):
     client = graphite_site.client()
     for target in ("seriesByTag('host!=web1')", "seriesByTag('host=~web[')", "seriesByTag('novalue')"):

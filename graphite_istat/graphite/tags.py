@@ -144,28 +144,52 @@ def default_stats(metric: str) -> Sequence[str]:
 
 
 class TagIndex:
-    """Every tagged name of a store, by tag and value; built once per change of the name set.
+    """Every tagged name of a store, by tag and value.
 
-    Not thread-safe to build; once built it is only read, by any number of threads.
+    Built from the store's names, then kept equal to them with ``update``
+    (which parses only the names that changed). Not thread-safe: callers
+    serialise ``update`` with every other call.
     """
 
-    __slots__ = ("_by_tag", "_tags", "unparsable")
+    __slots__ = ("_by_tag", "_tags", "_unparsable")
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str] = ()) -> None:
         self._tags: dict[str, dict[str, str]] = {}
-        self._by_tag: dict[str, dict[str, list[str]]] = {}
-        self.unparsable = 0
-        """Stored names with ``;`` that are not canonical tagged names (stored before tags were parsed)."""
-        for name in names:
-            if ";" not in name:
-                continue
-            tags = parse_tagged_name(name)
-            if tags is None:
-                self.unparsable += 1
-                continue
-            self._tags[name] = tags
-            for tag, value in tags.items():
-                self._by_tag.setdefault(tag, {}).setdefault(value, []).append(name)
+        self._by_tag: dict[str, dict[str, set[str]]] = {}
+        self._unparsable: set[str] = set()
+        self.update(names)
+
+    @property
+    def unparsable(self) -> int:
+        """Stored names with ``;`` that are not canonical tagged names (left out of the index)."""
+        return len(self._unparsable)
+
+    def update(self, names: Iterable[str]) -> None:
+        """Make the index hold exactly the tagged names among ``names``."""
+        current = {name for name in names if ";" in name}
+        for name in self._tags.keys() - current:
+            self._remove(name)
+        self._unparsable &= current
+        for name in current - self._tags.keys() - self._unparsable:
+            self._add(name)
+
+    def _add(self, name: str) -> None:
+        tags = parse_tagged_name(name)
+        if tags is None:
+            self._unparsable.add(name)
+            return
+        self._tags[name] = tags
+        for tag, value in tags.items():
+            self._by_tag.setdefault(tag, {}).setdefault(value, set()).add(name)
+
+    def _remove(self, name: str) -> None:
+        for tag, value in self._tags.pop(name).items():
+            values = self._by_tag[tag]
+            values[value].discard(name)
+            if not values[value]:
+                del values[value]
+                if not values:
+                    del self._by_tag[tag]
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -184,7 +208,7 @@ class TagIndex:
         filters = [e for e in expressions if e.matches_empty]
         if required:
             selections = sorted((self._selected(e) for e in required), key=len)
-            found = set(selections[0])
+            found = set(selections[0])  # a copy: a selection may be the index's own set
             for selection in selections[1:]:
                 found.intersection_update(selection)
                 if not found:
@@ -204,7 +228,7 @@ class TagIndex:
         if not values:
             return set()
         if expression.operator == "=":
-            return set(values.get(expression.spec, ()))
+            return values.get(expression.spec, set())
         selected: set[str] = set()
         for value, names in values.items():
             if expression.matches(value):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from graphite_site import STEP, Site
@@ -192,3 +195,60 @@ def test_a_tagged_line_received_as_plaintext_is_found_by_tag(graphite_site: Site
     series = render(graphite_site, "seriesByTag('name=tg.recv.load','host=web1')")
     assert list(series) == ["tg.recv.load;dc=ams;host=web1"]
     assert series["tg.recv.load;dc=ams;host=web1"][-3:] == [1.5, None, None]
+
+
+SITE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from graphite_istat.graphite.site import GraphiteSite, activate_site
+root = Path(sys.argv[1])
+activate_site(GraphiteSite(root / "site", root / "storage", root / "storage" / "istat", root / "conf"))
+from django.test import Client
+from graphite.storage import STORE
+client = Client()
+answers = {"tagdb": type(STORE.tagdb).__name__}
+for url, params in json.loads(sys.argv[2]):
+    response = client.get(url, params)
+    answers[url] = [response.status_code, json.loads(response.content)]
+print(json.dumps(answers))
+"""
+
+
+def test_a_site_configured_as_documented(tmp_path, graphite_site: Site):
+    """IstatFinder alone and ``TAGDB = 'graphite_istat.finder.IstatTagDB'``, in a graphite-web of its own."""
+    from graphite_istat.graphite.site import ISTAT_FINDER, GraphiteSite, write_site
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for name in ("storage-schemas.conf", "storage-aggregation.conf"):
+        (conf / name).write_text((graphite_site.config.istat_conf_dir / name).read_text())
+    config = GraphiteSite(
+        tmp_path / "site", tmp_path / "storage", tmp_path / "storage" / "istat", conf,
+        finders=(ISTAT_FINDER,), extra_settings={"TAGDB": "graphite_istat.finder.IstatTagDB"},
+    )
+    write_site(config)
+    now = graphite_site.now
+    with Store.open(config.istat_storage_dir, load_storage_rules(conf), writable=True) as store:
+        store.write(parse_lines(f"disk.used;host=a;dc=x 3 {now}\ndisk.used;dc=y;host=b 5 {now}\n".encode(), now).batch)
+    requests = [
+        ("/render", {"target": "seriesByTag('name=disk.used','dc=y')", "format": "json", "from": now - 60,
+                     "until": now}),
+        ("/tags", {}),
+        ("/tags/host", {}),
+        ("/tags/autoComplete/values", {"tag": "dc", "expr": "host=a"}),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", SITE_SCRIPT, str(tmp_path), json.dumps(requests)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("GRAPHITE_SETTINGS_MODULE", "DJANGO_SETTINGS_MODULE")},
+    )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout.splitlines()[-1])
+    assert answers["tagdb"] == "IstatTagDB"
+    status, series = answers["/render"]
+    assert status == 200 and [(s["target"], s["datapoints"][-1][0]) for s in series] == [("disk.used;dc=y;host=b", 5.0)]
+    assert answers["/tags"] == [200, [{"tag": t} for t in ("dc", "host", "istat.stat", "name")]]
+    assert answers["/tags/host"] == [
+        200, {"tag": "host", "values": [{"value": "a", "count": 1}, {"value": "b", "count": 1}]},
+    ]
+    assert answers["/tags/autoComplete/values"] == [200, ["x"]]

@@ -205,11 +205,12 @@ root = Path(sys.argv[1])
 activate_site(GraphiteSite(root / "site", root / "storage", root / "storage" / "istat", root / "conf"))
 from django.test import Client
 from graphite.storage import STORE
-client = Client()
-answers = {"tagdb": type(STORE.tagdb).__name__}
+client = Client(raise_request_exception=False)
+answers = [type(STORE.tagdb).__name__]
 for url, params in json.loads(sys.argv[2]):
     response = client.get(url, params)
-    answers[url] = [response.status_code, json.loads(response.content)]
+    is_json = response.get("Content-Type", "").startswith("application/json")
+    answers.append([response.status_code, json.loads(response.content) if is_json else None])
 print(json.dumps(answers))
 """
 
@@ -236,6 +237,7 @@ def test_a_site_configured_as_documented(tmp_path, graphite_site: Site):
         ("/tags", {}),
         ("/tags/host", {}),
         ("/tags/autoComplete/values", {"tag": "dc", "expr": "host=a"}),
+        ("/render", {"target": "seriesByTag('host!=a')", "format": "json"}),  # a failing finder's answer
     ]
     done = subprocess.run(
         [sys.executable, "-c", SITE_SCRIPT, str(tmp_path), json.dumps(requests)],
@@ -243,12 +245,21 @@ def test_a_site_configured_as_documented(tmp_path, graphite_site: Site):
         env={k: v for k, v in os.environ.items() if k not in ("GRAPHITE_SETTINGS_MODULE", "DJANGO_SETTINGS_MODULE")},
     )
     assert done.returncode == 0, done.stderr
-    answers = json.loads(done.stdout.splitlines()[-1])
-    assert answers["tagdb"] == "IstatTagDB"
-    status, series = answers["/render"]
+    tagdb, render_answer, tags, host, values, bad = json.loads(done.stdout.splitlines()[-1])
+    assert tagdb == "IstatTagDB"
+    status, series = render_answer
     assert status == 200 and [(s["target"], s["datapoints"][-1][0]) for s in series] == [("disk.used;dc=y;host=b", 5.0)]
-    assert answers["/tags"] == [200, [{"tag": t} for t in ("dc", "host", "istat.stat", "name")]]
-    assert answers["/tags/host"] == [
-        200, {"tag": "host", "values": [{"value": "a", "count": 1}, {"value": "b", "count": 1}]},
-    ]
-    assert answers["/tags/autoComplete/values"] == [200, ["x"]]
+    assert tags == [200, [{"tag": t} for t in ("dc", "host", "istat.stat", "name")]]
+    assert host == [200, {"tag": "host", "values": [{"value": "a", "count": 1}, {"value": "b", "count": 1}]}]
+    assert values == [200, ["x"]]
+    assert bad == [500, None]
+
+
+def test_istat_pooled_over_tagged_series(graphite_site, tagged):
+    from functions_site import plugin_enabled
+
+    with plugin_enabled(True):
+        pooled = render(graphite_site, "istatPooled(seriesByTag('name=tg.cpu.user','dc=ams'),'max')")
+    (values,) = pooled.values()
+    ams = [tagged["tg.cpu.user;dc=ams;host=web1"], tagged["tg.cpu.user;dc=ams;host=db1"]]
+    assert values == [max(max(h[i]) for h in ams) for i in range(POINTS)]

@@ -12,13 +12,16 @@ keeps its aggregation method and xFilesFactor in its shard file.
 
 Paths are described in ``graphite.namespace``: each stored metric is a leaf
 (its aggregation method) and a branch of sub-counter leaves (``.avg``,
-``.max`` ...). Tagged series (``cpu.user;dc=ams;host=web1``) are answered
-from the same names by ``graphite.tags``: the finder declares ``tags = True``,
-so graphite-web hands it ``seriesByTag(...)`` targets and the tag
-auto-completion; ``IstatTagDB`` (``TAGDB = 'graphite_istat.finder.IstatTagDB'``)
-serves ``/tags``, ``/tags/<tag>`` and ``/tags/findSeries`` from them too. ``fetch`` reads every series of a render in one bulk store read
+``.max`` ...). ``fetch`` reads every series of a render in one bulk store read
 and, when the request carries maxDataPoints, consolidates exactly from the
 sub-counters (``graphite.consolidation``).
+
+Tagged series (``cpu.user;dc=ams;host=web1``) are answered from the same
+names by ``graphite.tags``: the finder declares ``tags = True``, so
+graphite-web hands it ``seriesByTag(...)`` targets and the tag
+auto-completion, and ``IstatTagDB`` (``TAGDB =
+'graphite_istat.finder.IstatTagDB'``) serves ``/tags``, ``/tags/<tag>`` and
+``/tags/findSeries`` from the finder's tag index too (docs/tags.rst).
 
 graphite-web calls a finder from its worker threads at once: the store is
 opened read-only once per finder, on first use, and calls into it are
@@ -31,8 +34,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from graphite.errors import InputParameterError
@@ -62,6 +66,7 @@ from .store.store import Store, StoreError, UnknownMetricError
 
 CONSOLIDATE_BY = "consolidateBy("
 SERIES_BY_TAG = "seriesByTag("
+Answer = TypeVar("Answer")
 
 
 class IstatPatternError(InputParameterError):
@@ -165,7 +170,11 @@ class IstatFinder(BaseFinder):
     # -- tags -------------------------------------------------------------------
 
     def _tags_and_stats(self) -> tuple[TagIndex, StatsOf]:
-        """The tag index of the store's current names, rebuilt when they changed (caller holds the lock)."""
+        """The tag index, brought up to date when the store's names changed (caller holds the lock).
+
+        The name index's counters change whenever a refresh applied records or
+        reloaded a compacted log, so equal counters mean the same names.
+        """
         store = self._open()
         store.refresh()
         stats = store.index.stats
@@ -181,7 +190,7 @@ class IstatFinder(BaseFinder):
         index, stats_of = self._tags_and_stats()
         return index.find_leaves(expressions, stats_of)
 
-    def _with_tags(self, answer, default):
+    def _with_tags(self, answer: Callable[[TagIndex, StatsOf], Answer], default: Answer) -> Answer:
         """``answer(index, stats_of)`` under the lock; ``default`` when the store cannot be opened."""
         try:
             with self._lock:

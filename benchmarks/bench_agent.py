@@ -44,6 +44,7 @@ from graphite_istat.agent.spool import SEGMENT_HEADER, DestinationSpool
 from graphite_istat.protocol.ack_frames import (
     BATCH_PREFIX_BYTES,
     HEADER_BYTES,
+    AckProtocolError,
     batch_numbers,
     parse_header,
 )
@@ -180,7 +181,10 @@ def spooled_points(spool_dir: Path) -> int:
                 head = file.read(HEADER_BYTES + BATCH_PREFIX_BYTES)
                 if len(head) < HEADER_BYTES + BATCH_PREFIX_BYTES:
                     break
-                length = parse_header(head).length
+                try:
+                    length = parse_header(head).length
+                except AckProtocolError:
+                    break  # a record being written, or one cut short by a full disk
                 total += batch_numbers(head[HEADER_BYTES:])[1]
                 file.seek(length - BATCH_PREFIX_BYTES, 1)
     return total
@@ -253,13 +257,13 @@ def main() -> None:
     (server_root / "storage-schemas.conf").write_text(SCHEMAS)
     (server_root / "storage-aggregation.conf").write_text(AGGREGATION)
     live_rows, outage_rows = [], []
-    started: list[Process] = []
+    processes: list[Process] = []
     try:
         # -- live ---------------------------------------------------------------------
         live_stamps = [now - 3000 - STEP * k for k in range(max(1, args.live_points // metrics))]
         live_chunks = plaintext(metrics, live_stamps)
         live_points = metrics * len(live_stamps)
-        server = start_server(server_root, started)
+        server = start_server(server_root, processes)
         ack_port = server.ports()[("agent", "tcp")]
         line_port = server.ports()[("line", "tcp")]
         # Create the metrics first (one untimed round), as a long-running server has them.
@@ -281,7 +285,7 @@ def main() -> None:
         )
         progress.mark("direct ingest done")
 
-        agent = start_agent(agent_root, started, ack_port)
+        agent = start_agent(agent_root, processes, ack_port)
         live_stamps = [stamp - 1000 for stamp in live_stamps]
         live_chunks = plaintext(metrics, live_stamps)
         started = time.perf_counter()
@@ -314,7 +318,7 @@ def main() -> None:
         for turn, (label, options) in enumerate(cases):
             marker = 4 + turn
             shutil.rmtree(agent_root / "spool", ignore_errors=True)
-            agent = start_agent(agent_root, started, ack_port, options)
+            agent = start_agent(agent_root, processes, ack_port, options)
             # Each case in buckets of its own, so that each can be counted exactly.
             stamps = [stamp - 700 * turn for stamp in outage_stamps]
             started = time.perf_counter()
@@ -326,9 +330,9 @@ def main() -> None:
             usage = disk_usage(agent_root / "spool")
             assert totals["spooled"] == outage_points + 1, totals
             progress.mark(f"outage spooled ({label})")
-            server = start_server(server_root, started, ack_port)
+            server = start_server(server_root, processes, ack_port)
             started = time.perf_counter()
-            agent = start_agent(agent_root, started, ack_port, options)
+            agent = start_agent(agent_root, processes, ack_port, options)
             wait_for_marker(server_root / "storage", marker)
             drain = time.perf_counter() - started
             totals = agent.stop()
@@ -349,7 +353,7 @@ def main() -> None:
             progress.mark(f"outage drained ({label})")
         frames = frame_figures(metrics)
     finally:
-        for process in started:
+        for process in processes:
             if process.process.poll() is None:
                 process.process.kill()
                 process.process.wait()

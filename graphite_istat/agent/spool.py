@@ -120,6 +120,16 @@ class _ReadCursor:
     points_read: int
 
 
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """``write`` until all of ``data`` is written: an unbuffered write may be short (full disk)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(f"no progress writing {len(view)} bytes to {file.name}")
+        view = view[written:]
+
+
 def segment_bytes_for(max_bytes: int) -> int:
     """Segments of an eighth of the spool, between 64 KiB and 16 MiB."""
     return max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, max_bytes // 8))
@@ -230,7 +240,7 @@ class DestinationSpool:
             if file is None or self._segments[-1].size >= self.segment_bytes:
                 file = self._start_segment_locked(sequence)
             try:
-                file.write(frame)
+                _write_all(file, frame)
                 if self._fsync:
                     os.fsync(file.fileno())
             except OSError:

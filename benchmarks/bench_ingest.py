@@ -44,6 +44,7 @@ LOCAL_DATA_DIR = {storage}
 LOG_DIR = {logs}
 CARBON_METRIC_INTERVAL = 60
 [istat]
+ACK_PORT = 0
 {istat}
 """
 SCHEMAS = "[default]\npattern = .*\nretentions = 10s:1d,1m:7d\n"

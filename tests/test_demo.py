@@ -28,7 +28,7 @@ class Demo:
 
     def __init__(self, storage: Path, cwd: Path) -> None:
         command = [sys.executable, "-m", "graphite_istat.demo", "--storage-dir", str(storage),
-                   "--http-port", "0", "--interval", "1"]
+                   "--http-port", "0", "--line-port", "0", "--interval", "1"]
         self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -102,7 +102,7 @@ def test_the_demo_serves_live_sub_counters_and_stops_cleanly_on_ctrl_c(demo: Dem
     # a second demo on the same folder cannot become a second writer
     second = subprocess.run(
         [sys.executable, "-m", "graphite_istat.demo", "--storage-dir", str(tmp_path / "demo-storage"),
-         "--http-port", "0", "--interval", "1"],
+         "--http-port", "0", "--line-port", "0", "--interval", "1"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert second.returncode == 1 and "another process" in second.stderr

@@ -1,9 +1,14 @@
-"""The demo's wiring: storage folder, graphite-web under a WSGI server, the feeder, Ctrl-C.
+"""The demo's wiring: storage folder, the receiver, graphite-web under a WSGI server, the feeder, Ctrl-C.
+
+The feeder sends carbon plaintext to the receiver (``graphite-istat serve``,
+a child process), which writes the store; graphite-web reads it through
+IstatFinder. Everything listens on 127.0.0.1 only.
 
 Layout of the storage folder (created on the first run, reused afterwards)::
 
-    <storage-dir>/conf/      storage-schemas.conf, storage-aggregation.conf
+    <storage-dir>/conf/      storage-schemas.conf, storage-aggregation.conf, carbon.conf
     <storage-dir>/istat/     the graphite-istat store
+    <storage-dir>/log/       the receiver's console.log
     <storage-dir>/webapp/    graphite-web's database and logs
     <storage-dir>/site/      graphite-web's local settings for the demo
 """
@@ -31,6 +36,7 @@ from ..store.lock import StoreLockedError
 from ..store.store import Store
 from .feeder import LATENCY_METRIC, Feeder
 from .host_metrics import metric_level
+from .receiver import ReceiverError, ReceiverProcess
 from .sinks import CarbonPlaintextSink, Sink, StoreSink
 from .web import start_server, stop_server, with_static_files
 
@@ -56,8 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage-dir", type=Path, default=Path("demo-storage"), help="created and reused (default: ./demo-storage)")
     parser.add_argument("--http-port", type=int, default=8080, help="graphite-web's port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--interval", type=int, default=10, help="seconds between samples; must divide 60 (default: 10)")
+    parser.add_argument("--line-port", type=int, default=2003,
+                        help="the receiver's plaintext port on 127.0.0.1 (default: 2003; 0: any free port)")
     parser.add_argument("--carbon", metavar="PORT", type=int, default=None,
-                        help="send carbon plaintext to 127.0.0.1:PORT (a running receiver) instead of writing the store")
+                        help="send to a receiver already running on 127.0.0.1:PORT instead of starting one")
+    parser.add_argument("--direct", action="store_true",
+                        help="write the store from this process instead of through a receiver")
     args = parser.parse_args(argv)
     if args.interval < 1 or 60 % args.interval:
         parser.error("--interval must divide 60 (1, 2, 5, 10, 15, 30 or 60)")
@@ -102,16 +112,27 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"demo.{metric_level(socket.gethostname().split('.')[0])}"
 
     sink: Sink
+    receiver: ReceiverProcess | None = None
+    busy = f"{site.istat_storage_dir} is being written by another process (another demo?)"
     if args.carbon is not None:
         sink = CarbonPlaintextSink("127.0.0.1", args.carbon)
-    else:
+    elif args.direct:
         try:
             rules = load_storage_rules(site.istat_conf_dir)
             store = Store.open(site.istat_storage_dir, rules, writable=True)
         except StoreLockedError:
-            print(f"{site.istat_storage_dir} is being written by another process (another demo?)", file=sys.stderr)
+            print(busy, file=sys.stderr)
             return 1
         sink = StoreSink(store)
+    else:
+        try:
+            receiver = ReceiverProcess.start(
+                site.istat_conf_dir, site.istat_storage_dir, storage_dir / "log", args.line_port
+            )
+        except ReceiverError as e:
+            print(busy if "already open for writing" in str(e) else f"the receiver did not start:\n{e}", file=sys.stderr)
+            return 1
+        sink = CarbonPlaintextSink("127.0.0.1", receiver.line_port)
     feeder = Feeder(sink, prefix, float(args.interval))
     feeder.feed_once(time.time())  # data to show at once
 
@@ -128,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = f"http://127.0.0.1:{port}"
     print(f"graphite-istat demo: storage in {storage_dir}, one sample every {args.interval}s", flush=True)
+    if receiver is not None:
+        print(f"  receiver (carbon plaintext): 127.0.0.1:{receiver.line_port}", flush=True)
     print(f"  graphite-web composer: {base}/", flush=True)
     print(f"  dashboard:             {base}/dashboard/", flush=True)
     print(f"  latency envelope:      {latency_render_url(base, prefix)}", flush=True)
@@ -139,5 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     feeder_thread.join()
     stop_server(server, server_thread)
     sink.close()
+    status = 0
+    if receiver is not None and receiver.stop() != 0:
+        print("the receiver did not stop cleanly; see its console.log", file=sys.stderr)
+        status = 1
     print(f"stopped; {feeder.sent} points sent", flush=True)
-    return 0
+    return status

@@ -637,7 +637,7 @@ def draw_plot(path: Path, pairs: dict[int, tuple[Row, Row]]) -> None:
                     "fixed window",
                     (m, rate),
                     textcoords="offset points",
-                    xytext=(5, -12),
+                    xytext=(-80, 6),
                     fontsize=8,
                 )
     axes.set_xscale("log")

@@ -235,6 +235,7 @@ def run_system(
         "storage": str(server.storage),
         "conf": str(root / "conf"),
         "reps": reps,
+        "warmup": with_plugin,  # the quick run renders each target once, cold, to stay short
     }
     rendered = render_child({**spec, "site": str(root / "site"), "profile": system == "istat"})
     row.render = rendered["seconds"]

@@ -4,10 +4,11 @@ graphite-web's Django settings can be configured once per process, so the
 side-by-side benchmark runs this module as a child for each system:
 ``python compare_render.py SPEC_JSON`` writes a site (StandardFinder on a
 whisper directory, or IstatFinder on a graphite-istat storage directory),
-sends each target through Django's test client once to warm up and then
-``reps`` times, and prints the median seconds per target as JSON on its last
-line. With ``profile`` set it also prints a short cProfile (by own time) of the last
-target; with ``function_plugin`` graphite-web also loads graphite_istat.functions.
+sends each target through Django's test client once to warm up (unless
+``warmup`` is false) and then ``reps`` times, and prints the median seconds
+per target as JSON on its last line. With ``profile`` set it also prints a
+short cProfile (by own time) of the last target; with ``function_plugin``
+graphite-web also loads graphite_istat.functions.
 """
 
 from __future__ import annotations
@@ -81,13 +82,14 @@ def run(spec: dict) -> dict:
         "setup": time.perf_counter() - setup_start,
     }
     for key, target in TARGETS.items():
-        start = time.perf_counter()
-        out["non_null"][key] = render(target)  # warm-up: imports, finder caches, file opens
-        out["warmup"][key] = time.perf_counter() - start
         times = []
+        if spec.get("warmup", True):
+            start = time.perf_counter()
+            out["non_null"][key] = render(target)  # warm-up: imports, finder caches, file opens
+            out["warmup"][key] = time.perf_counter() - start
         for _ in range(spec["reps"]):
             start = time.perf_counter()
-            render(target)
+            out["non_null"][key] = render(target)
             times.append(time.perf_counter() - start)
         out["seconds"][key] = statistics.median(times)
     if spec.get("profile"):

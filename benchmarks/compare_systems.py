@@ -63,6 +63,8 @@ ISTAT_CONF = """\
 LOG_DIR = {root}/log
 LINE_RECEIVER_PORT = 0
 PICKLE_RECEIVER_PORT = 0
+[istat]
+ACK_PORT = 0
 """
 LISTENING = re.compile(r"listening: line tcp 127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 60.0

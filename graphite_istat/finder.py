@@ -21,7 +21,7 @@ names by ``graphite.tags``: the finder declares ``tags = True``, so
 graphite-web hands it ``seriesByTag(...)`` targets and the tag
 auto-completion, and ``IstatTagDB`` (``TAGDB =
 'graphite_istat.finder.IstatTagDB'``) serves ``/tags``, ``/tags/<tag>`` and
-``/tags/findSeries`` from the finder's tag index too (docs/tags.rst).
+``/tags/findSeries`` from the finder's tag index too (README.rst, "Tagged series").
 
 graphite-web calls a finder from its worker threads at once: the store is
 opened read-only once per finder, on first use, and calls into it are

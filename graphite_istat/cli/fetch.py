@@ -7,7 +7,7 @@ xFilesFactor applied, what Graphite shows for the bare metric name.
 
 Plain output is whisper-fetch's: ``TIMESTAMP<TAB>VALUE`` per bucket, ``None``
 for an empty one; with ``--stat all`` a header line names the columns.
-``--json`` prints one object (see docs/cli.rst).
+``--json`` prints one object (see README.rst, "The graphite-istat command line").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * ``RULES``: the storage rules every store test uses (schemas per name prefix).
 * ``ReferenceStore``: a brute-force model of what a store must hold, written
-  from DESIGN.md and the docstrings of ``store/``, point by point in plain
+  from README.rst ("What is stored, exactly") and the docstrings of ``store/``, point by point in plain
   Python, to compare the vectorised store against.
 * ``read_stats`` / ``compare_archive``: read every stat of some metrics at one
   archive and compare it with the model, with tolerances that only allow for
@@ -179,7 +179,7 @@ class CellStats:
 
 
 class ReferenceStore:
-    """What a store must hold, from the rules in DESIGN.md and ``store/``'s docstrings.
+    """What a store must hold, from the rules in README.rst and ``store/``'s docstrings.
 
     * A point whose bucket is older than every archive's window (the oldest
       bucket the coarsest ring still holds) is ``too_old``; one more than

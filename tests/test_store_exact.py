@@ -4,7 +4,7 @@ Generated points (duplicates in a bucket, out of order, gaps, across archive
 boundaries, older than the finest retention, in the future, large, tiny and
 negative values) are written in several batches, with ``now`` fixed or
 advancing, and read back at every archive through a separate reader. The
-model (``store_helpers.ReferenceStore``) follows DESIGN.md and the store's
+model (``store_helpers.ReferenceStore``) follows README.rst ("What is stored, exactly") and the store's
 docstrings point by point. Also: keep-last schemas, the default value of each
 aggregation method and xFilesFactor.
 """

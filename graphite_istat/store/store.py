@@ -460,7 +460,7 @@ class Store:
             # Every write is journaled, so a batch is applied wholly or not at all.
             self._journal.begin(source or ANONYMOUS_SOURCE, sequence or 0)
             try:
-                self._write(batch, now, result, journal=True)
+                self._write(batch, now, result)
                 self.index.flush(fsync=False)
             except BaseException:
                 self._roll_back_interrupted_batch()  # undo the rows it had changed
@@ -476,7 +476,9 @@ class Store:
         """The last sequence applied for ``source`` (0 if none)."""
         return self.sequences.last(source)
 
-    def _write(self, batch: WriteBatch, now: int, result: WriteResult, *, journal: bool = False) -> None:
+    def _write(self, batch: WriteBatch, now: int, result: WriteResult) -> None:
+        """Validate, map names to slots, sort, and apply file by file, journaling every row it changes."""
+        assert self._journal is not None
         if not len(batch):
             return
         ts, values = batch.timestamps, batch.values
@@ -526,10 +528,7 @@ class Store:
             number = int(file_no[lo])
             shard_file = self._files[number]
             columns = slots[lo:hi] & COLUMN_MASK
-            before_change = None
-            if journal:
-                assert self._journal is not None
-                before_change = partial(self._journal.capture, number, shard_file)
+            before_change = partial(self._journal.capture, number, shard_file)
             apply_points(
                 shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last, before_change
             )

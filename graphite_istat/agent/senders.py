@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
 
@@ -94,7 +95,7 @@ class _Factory(ReconnectingClientFactory):
         super().clientConnectionFailed(connector, reason)
 
 
-class _Sender:
+class _Sender(ABC):
     """What both senders share: connecting, reading the spool in order, the replay rate."""
 
     def __init__(
@@ -178,19 +179,23 @@ class _Sender:
                 "cannot connect to %s: %s", self.destination.label, reason.getErrorMessage()
             )
 
+    @abstractmethod
     def frame_received(self, connection: _Connection, frame: Frame) -> None:
-        raise NotImplementedError
+        """Handle a frame from the destination."""
 
+    @abstractmethod
     def on_connected(self, connection: _Connection) -> None:
-        raise NotImplementedError
+        """A connection is up: start the conversation."""
 
+    @abstractmethod
     def on_disconnected(self) -> None:
-        raise NotImplementedError
+        """The connection is gone: forget what was in flight on it."""
 
     # -- reading the spool ----------------------------------------------------------
 
+    @abstractmethod
     def room(self) -> int:
-        raise NotImplementedError
+        """Bytes the connection may take now."""
 
     def pump(self) -> None:
         """Read the next batches from the spool if the connection has room for them."""
@@ -244,8 +249,9 @@ class _Sender:
         self.next_read_at = time.monotonic() + RETRY_AFTER_ERROR
         self.pump()
 
+    @abstractmethod
     def send(self, connection: _Connection, records: list[SpoolRecord]) -> None:
-        raise NotImplementedError
+        """Put spooled records on the connection."""
 
 
 class AckSender(_Sender):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 
 from graphite_istat.agent.counters import AgentCounters
@@ -37,15 +37,12 @@ from graphite_istat.agent.senders import AckSender, PlaintextSender
 from graphite_istat.agent.settings import PLAINTEXT, AgentSettings
 from graphite_istat.agent.spool import DestinationSpool
 from graphite_istat.receiver.counters import ReceiverCounters
+from graphite_istat.receiver.listeners import Listeners
 from graphite_istat.receiver.pipeline import Pipeline
 from graphite_istat.receiver.protocols import (
     ConnectionHub,
-    DatagramReceiver,
-    ReceiverFactory,
-    describe_address,
 )
 from graphite_istat.receiver.runner import run_service
-from graphite_istat.receiver.streams import LINE, PICKLE
 
 # The pipeline writes (spools) this often even when nothing waits, which costs nothing.
 _NO_FSYNC = 3600.0
@@ -113,7 +110,7 @@ class AgentService:
         self.self_metrics = AgentSelfMetrics(
             settings.metric_path, self.received, self.counters, self.spool_bytes
         )
-        self.ports: list[Any] = []
+        self.listeners = Listeners(reactor, self.hub, self.pipeline, logger)
         self._metrics_timer: LoopingCall | None = None
         self._stopped = False
 
@@ -138,29 +135,13 @@ class AgentService:
     def start(self) -> None:
         self.pipeline.start()
         s = self.settings
-        self._listen_tcp(LINE, s.line_interface, s.line_port)
-        self._listen_tcp(PICKLE, s.pickle_interface, s.pickle_port)
-        if s.udp_enabled:
-            label = f"udp {s.udp_interface}:{s.udp_port}"
-            port = self.reactor.listenUDP(
-                s.udp_port, DatagramReceiver(self.pipeline, self.logger, label), s.udp_interface
-            )
-            self._bound(LINE, "udp", port)
+        self.listeners.listen(s)
         for sender, spool in zip(self.senders, self.spools, strict=True):
             spool.add_listener(lambda wake=sender.wake: self.reactor.callFromThread(wake))
             sender.start()
         if s.metric_interval > 0:
             self._metrics_timer = LoopingCall(self.write_self_metrics)
             self._metrics_timer.start(s.metric_interval, now=False)
-
-    def _listen_tcp(self, kind: str, interface: str, port_number: int) -> None:
-        factory = ReceiverFactory(kind, self.hub, self.reactor)
-        port = self.reactor.listenTCP(port_number, factory, backlog=128, interface=interface)
-        self._bound(kind, "tcp", port)
-
-    def _bound(self, kind: str, transport: str, port: Any) -> None:
-        self.ports.append(port)
-        self.logger.info("listening: %s %s %s", kind, transport, describe_address(port.getHost()))
 
     # -- while running ----------------------------------------------------------------
 
@@ -196,8 +177,7 @@ class AgentService:
         self.logger.info("stopping: spooling what was received")
         if self._metrics_timer is not None and self._metrics_timer.running:
             self._metrics_timer.stop()
-        stopped_listening = DeferredList([maybeDeferred(port.stopListening) for port in self.ports])
-        self.hub.close_all()
+        stopped_listening = self.listeners.stop()
         drained = threads.deferToThread(self._drain)
         drained.addCallback(lambda _: self._close())
         return DeferredList([stopped_listening, drained])
@@ -218,23 +198,6 @@ class AgentService:
         self.logger.info("stopped: %s", json.dumps(self.totals(), sort_keys=True))
 
 
-def install_signal_handlers(reactor: Any, service: AgentService) -> None:
-    """SIGTERM/SIGINT: stop (once); SIGUSR1: forward the self-metrics now."""
-    stopping: list[bool] = []
-
-    def stop_once() -> None:
-        if not stopping and reactor.running:
-            stopping.append(True)
-            reactor.stop()
-
-    def hop(action: Callable[[], None]) -> Callable[[int, Any], None]:
-        return lambda signum, frame: reactor.callFromThread(action)
-
-    signal.signal(signal.SIGTERM, hop(stop_once))
-    signal.signal(signal.SIGINT, hop(stop_once))
-    signal.signal(signal.SIGUSR1, hop(service.write_self_metrics))
-
-
 def run_agent(
     settings: AgentSettings,
     logger: logging.Logger,
@@ -250,8 +213,7 @@ def run_agent(
         reactor,
         service,
         logger,
-        install_signal_handlers=install_signal_handlers,
-        handled_signals=(signal.SIGUSR1, signal.SIGTERM, signal.SIGINT),
+        signal_actions={signal.SIGUSR1: service.write_self_metrics},
         thread_pool_size=4 + 2 * len(settings.destinations),
         on_ready=on_ready,
     )

@@ -2,15 +2,18 @@
 
 Shared by ``graphite-istat serve`` and ``graphite-istat agent``: start the
 service once the reactor runs (stopping at once if it cannot listen), stop it
-and collect the failures of its shutdown steps before the reactor exits, and
-put the signal handlers back afterwards.
+and collect the failures of its shutdown steps before the reactor exits.
+SIGTERM and SIGINT stop the reactor once (a repeated signal is ignored);
+other signals run the actions given, on the reactor thread. The handlers are
+installed once the reactor runs, over Twisted's own SIGTERM/SIGINT handlers
+(which would stop the reactor a second time), and put back afterwards.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -22,13 +25,27 @@ class Service(Protocol):
     def stop(self) -> Deferred: ...
 
 
+def install_signal_handlers(reactor: Any, actions: Mapping[int, Callable[[], None]]) -> None:
+    stopping: list[bool] = []
+
+    def stop_once() -> None:
+        if not stopping and reactor.running:
+            stopping.append(True)
+            reactor.stop()
+
+    def hop(action: Callable[[], None]) -> Callable[[int, Any], None]:
+        return lambda signum, frame: reactor.callFromThread(action)
+
+    for signum, action in {signal.SIGTERM: stop_once, signal.SIGINT: stop_once, **actions}.items():
+        signal.signal(signum, hop(action))
+
+
 def run_service(
     reactor: Any,
     service: Service,
     logger: logging.Logger,
     *,
-    install_signal_handlers: Callable[[Any, Any], None],
-    handled_signals: Iterable[int],
+    signal_actions: Mapping[int, Callable[[], None]],
     thread_pool_size: int,
     on_ready: Callable[[Any], None] | None = None,
 ) -> int:
@@ -56,7 +73,7 @@ def run_service(
             logger.error("cannot start: %s", error)
             reactor.stop()
             return
-        install_signal_handlers(reactor, service)
+        install_signal_handlers(reactor, signal_actions)
         logger.info("ready")
         if on_ready is not None:
             on_ready(service)
@@ -65,7 +82,7 @@ def run_service(
     reactor.callWhenRunning(start)
     reactor.suggestThreadPoolSize(thread_pool_size)
     reactor.run()
-    for signum in handled_signals:
+    for signum in (signal.SIGTERM, signal.SIGINT, *signal_actions):
         signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     return 1 if failures else 0
 

@@ -24,22 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 
 from graphite_istat.config import ConfigError, StorageRules, load_storage_rules
 from graphite_istat.receiver.counters import ReceiverCounters
+from graphite_istat.receiver.listeners import Listeners
 from graphite_istat.receiver.pipeline import Pipeline
 from graphite_istat.receiver.protocols import (
     ConnectionHub,
-    DatagramReceiver,
-    ReceiverFactory,
-    describe_address,
 )
 from graphite_istat.receiver.runner import run_service
 from graphite_istat.receiver.selfmetrics import SelfMetrics
 from graphite_istat.receiver.settings import ReceiverSettings
-from graphite_istat.receiver.streams import LINE, PICKLE
 from graphite_istat.store.batch import WriteBatch, WriteResult
 from graphite_istat.store.store import Store
 
@@ -96,8 +93,7 @@ class ReceiverService:
         self.self_metrics = SelfMetrics(
             settings.metric_path, self.counters, self.pipeline.buffered_points
         )
-        self.ports: list[Any] = []
-        self.bound: list[tuple[str, str, str, int]] = []
+        self.listeners = Listeners(reactor, self.hub, self.pipeline, logger)
         self._metrics_timer: LoopingCall | None = None
         self._stopped = False
 
@@ -106,29 +102,10 @@ class ReceiverService:
     def start(self) -> None:
         """Start the pipeline and listen; log the bound addresses."""
         self.pipeline.start()
-        s = self.settings
-        self._listen_tcp(LINE, s.line_interface, s.line_port)
-        self._listen_tcp(PICKLE, s.pickle_interface, s.pickle_port)
-        if s.udp_enabled:
-            label = f"udp {s.udp_interface}:{s.udp_port}"
-            port = self.reactor.listenUDP(
-                s.udp_port, DatagramReceiver(self.pipeline, self.logger, label), s.udp_interface
-            )
-            self._bound(LINE, "udp", port)
-        if s.metric_interval > 0:
+        self.listeners.listen(self.settings)
+        if self.settings.metric_interval > 0:
             self._metrics_timer = LoopingCall(self.write_self_metrics)
-            self._metrics_timer.start(s.metric_interval, now=False)
-
-    def _listen_tcp(self, kind: str, interface: str, port_number: int) -> None:
-        factory = ReceiverFactory(kind, self.hub, self.reactor)
-        port = self.reactor.listenTCP(port_number, factory, backlog=128, interface=interface)
-        self._bound(kind, "tcp", port)
-
-    def _bound(self, kind: str, transport: str, port: Any) -> None:
-        self.ports.append(port)
-        address = port.getHost()
-        self.bound.append((kind, transport, address.host, address.port))
-        self.logger.info("listening: %s %s %s", kind, transport, describe_address(address))
+            self._metrics_timer.start(self.settings.metric_interval, now=False)
 
     # -- while running ------------------------------------------------------
 
@@ -164,8 +141,7 @@ class ReceiverService:
         self.logger.info("stopping: draining what was received")
         if self._metrics_timer is not None and self._metrics_timer.running:
             self._metrics_timer.stop()
-        stopped_listening = DeferredList([maybeDeferred(port.stopListening) for port in self.ports])
-        self.hub.close_all()
+        stopped_listening = self.listeners.stop()
         drained = threads.deferToThread(self._drain)
         return DeferredList([stopped_listening, drained])
 
@@ -177,26 +153,6 @@ class ReceiverService:
         self.logger.info(
             "stopped: %s", json.dumps(self.counters.totals().as_dict(), sort_keys=True)
         )
-
-
-def install_signal_handlers(reactor: Any, service: ReceiverService) -> None:
-    """SIGTERM/SIGINT: stop (once; a repeated signal is ignored); SIGHUP: reload the storage
-    rules; SIGUSR1: write the self-metrics now. Installed once the reactor runs, over
-    Twisted's own SIGTERM/SIGINT handlers, which would stop the reactor a second time."""
-    stopping = []
-
-    def stop_once() -> None:
-        if not stopping and reactor.running:
-            stopping.append(True)
-            reactor.stop()
-
-    def hop(action: Callable[[], None]) -> Callable[[int, Any], None]:
-        return lambda signum, frame: reactor.callFromThread(action)
-
-    signal.signal(signal.SIGTERM, hop(stop_once))
-    signal.signal(signal.SIGINT, hop(stop_once))
-    signal.signal(signal.SIGHUP, hop(service.reload_rules))
-    signal.signal(signal.SIGUSR1, hop(service.write_self_metrics))
 
 
 def run_receiver(
@@ -215,8 +171,7 @@ def run_receiver(
         reactor,
         service,
         logger,
-        install_signal_handlers=install_signal_handlers,
-        handled_signals=(signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT),
+        signal_actions={signal.SIGHUP: service.reload_rules, signal.SIGUSR1: service.write_self_metrics},
         thread_pool_size=2,
         on_ready=on_ready,
     )

@@ -63,7 +63,7 @@ from common import (
 
 from graphite_istat.config import load_storage_rules
 from graphite_istat.store.batch import WriteBatch
-from graphite_istat.store.store import Store, StoreOptions
+from graphite_istat.store.store import DEFAULT_VALUE, Store, StoreOptions
 
 RETENTIONS = "10s:6h,1m:7d,10m:5y"
 AGGREGATION = "average"
@@ -418,7 +418,7 @@ def spread_names(work: Workload, count: int) -> list[str]:
 
 def istat_bulk(store: Store, names: Sequence[str], from_t: int, now: int) -> int:
     """One fetch of all ``names`` and their default values; the number of series read."""
-    result = store.fetch(names, from_t, now, now=now)
+    result = store.fetch(names, from_t, now, now=now, fields=(DEFAULT_VALUE,))
     assert not result.missing and not result.errors
     return sum(len(s.default_values()) for s in result.sets)
 

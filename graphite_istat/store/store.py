@@ -857,7 +857,7 @@ class Store:
         self, name: str, from_t: int, until_t: int, now: int | None = None, stat: str | None = None
     ) -> tuple[TimeGrid, np.ndarray] | None:
         """One metric, one stat (None: its aggregation-method value), whisper-like."""
-        fields = (*SUB_COUNTERS, "last") if stat in (None, "last") else NEEDS.get(stat, SUB_COUNTERS)
+        fields = (DEFAULT_VALUE,) if stat is None else NEEDS.get(stat, SUB_COUNTERS)
         result = self.fetch([name], from_t, until_t, now, fields=fields)
         if name in result.errors:
             raise CorruptFileError(str(self.directory), result.errors[name])

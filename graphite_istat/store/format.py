@@ -5,6 +5,8 @@ A storage directory holds::
     store.json          format name and version, shard count, columns per block
     writer.lock         held (flock) by the one writer; names its pid and host
     names.log           the name index (see ``names.py``): metric name -> slot
+    undo.log            before-images of the rows the write in progress changes (see ``journal.py``)
+    sequences.log       the last sequence applied per source, for exactly-once writes (``journal.py``)
     data/NNNNN.ist      shard files, numbered; a slot is (file number << 32 | column)
 
 Shard file, format version 1

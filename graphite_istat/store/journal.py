@@ -77,7 +77,7 @@ class SequenceTable:
         data = _read_all(fd)
         if not data and writable:
             head = SEQ_MAGIC + struct.pack("<I", VERSION)
-            os.write(fd, head + struct.pack("<I", zlib.crc32(head)))
+            _write_all(fd, head + struct.pack("<I", zlib.crc32(head)))
             return cls(path, fd, {}, 0)
         last, records, end = _replay_sequences(str(path), data)
         if writable and end < len(data):
@@ -93,7 +93,7 @@ class SequenceTable:
     def append(self, source: str, sequence: int) -> None:
         raw = source.encode("utf-8")
         body = struct.pack("<H", len(raw)) + raw + struct.pack("<Q", sequence)
-        os.write(self._fd, body + struct.pack("<I", zlib.crc32(body)))
+        _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
         self._last[source] = sequence
         self._records += 1
         if self._records > 4 * max(len(self._last), 1000):
@@ -108,7 +108,7 @@ class SequenceTable:
             body = struct.pack("<H", len(raw)) + raw + struct.pack("<Q", sequence)
             out += body + struct.pack("<I", zlib.crc32(body))
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, bytes(out))
+        _write_all(fd, bytes(out))
         os.fsync(fd)
         os.replace(tmp, self.path)
         os.close(self._fd)
@@ -123,6 +123,16 @@ class SequenceTable:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte or raise: a short write (a full disk) must not pass for a record."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"wrote {written} bytes of a journal record")
+        view = view[written:]
 
 
 def _read_all(fd: int) -> bytes:
@@ -197,7 +207,7 @@ class UndoJournal:
         os.ftruncate(self._fd, 0)
         raw = source.encode("utf-8")
         body = UNDO_MAGIC + struct.pack("<IH", VERSION, len(raw)) + raw + struct.pack("<Q", sequence)
-        os.write(self._fd, body + struct.pack("<I", zlib.crc32(body)))
+        _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
     def capture(
         self,
@@ -223,7 +233,7 @@ class UndoJournal:
         for array in (stale_blocks, stale_rows, stale_stamps):
             parts.append(array.astype("<i8").tobytes())
         body = b"".join(parts)
-        os.write(self._fd, body + struct.pack("<I", zlib.crc32(body)))
+        _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
     def commit(self) -> None:
         os.ftruncate(self._fd, 0)

@@ -462,11 +462,11 @@ class Store:
             try:
                 self._write(batch, now, result)
                 self.index.flush(fsync=False)
+                if source is not None:
+                    self.sequences.append(source, int(sequence))  # the commit point
             except BaseException:
                 self._roll_back_interrupted_batch()  # undo the rows it had changed
                 raise
-            if source is not None:
-                self.sequences.append(source, int(sequence))  # the commit point
             self._journal.commit()
             if time.monotonic() - self._last_sync >= self.options.fsync_interval:
                 self.sync()

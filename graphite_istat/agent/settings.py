@@ -34,7 +34,6 @@ section. Keys, all optional but ``DESTINATIONS`` and ``SPOOL_DIR``:
 
 from __future__ import annotations
 
-import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,13 @@ from typing import Any
 
 from graphite_istat.config import ConfigError
 from graphite_istat.config.ini import parse_ini_bool, read_ini_file
+from graphite_istat.config.values import (
+    parse_count,
+    parse_path,
+    parse_port,
+    parse_seconds,
+    parse_whole_seconds,
+)
 
 SECTION = "agent"
 ISTAT, PLAINTEXT = "istat", "plaintext"
@@ -118,7 +124,7 @@ def parse_destinations(text: str) -> tuple[Destination, ...]:
         port_text, _, instance = rest.partition(":")
         if not host or not port_text:
             raise ConfigError(f"{item!r} is not host:port[:instance]")
-        destinations.append(Destination(host, _port(port_text), instance or None))
+        destinations.append(Destination(host, parse_port(port_text), instance or None))
     if not destinations:
         raise ConfigError("at least one destination is needed")
     keys = [(d.host, d.instance) for d in destinations]
@@ -127,51 +133,10 @@ def parse_destinations(text: str) -> tuple[Destination, ...]:
     return tuple(destinations)
 
 
-def _port(text: str) -> int:
-    value = _integer(text, 0)
-    if value > 65535:
-        raise ConfigError(f"{text!r} is not a port number (0-65535)")
-    return value
-
-
-def _integer(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{text!r} is less than {minimum}")
-    return value
-
-
-def _bytes(text: str) -> int:
-    return _integer(text, 1)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{text!r} is not a finite number of seconds (0 or more)")
-    return value
-
-
-def _rate(text: str) -> float:
-    return _seconds(text)
-
-
 def _protocol(text: str) -> str:
     if text.lower() not in PROTOCOLS:
         raise ConfigError(f"{text!r} is not one of {', '.join(PROTOCOLS)}")
     return text.lower()
-
-
-def _path(text: str) -> Path:
-    if not text:
-        raise ConfigError("a path is needed")
-    return Path(text).expanduser()
 
 
 def _name(text: str) -> str:
@@ -183,28 +148,28 @@ def _name(text: str) -> str:
 _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DESTINATIONS": ("destinations", parse_destinations),
     "DESTINATION_PROTOCOL": ("destination_protocol", _protocol),
-    "SPOOL_DIR": ("spool_dir", _path),
+    "SPOOL_DIR": ("spool_dir", parse_path),
     "LINE_RECEIVER_INTERFACE": ("line_interface", str),
-    "LINE_RECEIVER_PORT": ("line_port", _port),
+    "LINE_RECEIVER_PORT": ("line_port", parse_port),
     "PICKLE_RECEIVER_INTERFACE": ("pickle_interface", str),
-    "PICKLE_RECEIVER_PORT": ("pickle_port", _port),
+    "PICKLE_RECEIVER_PORT": ("pickle_port", parse_port),
     "ENABLE_UDP_LISTENER": ("udp_enabled", parse_ini_bool),
     "UDP_RECEIVER_INTERFACE": ("udp_interface", str),
-    "UDP_RECEIVER_PORT": ("udp_port", _port),
-    "MAX_SPOOL_BYTES": ("max_spool_bytes", _bytes),
-    "SPOOL_MEMORY_BYTES": ("spool_memory_bytes", _bytes),
+    "UDP_RECEIVER_PORT": ("udp_port", parse_port),
+    "MAX_SPOOL_BYTES": ("max_spool_bytes", parse_count),
+    "SPOOL_MEMORY_BYTES": ("spool_memory_bytes", parse_count),
     "SPOOL_FSYNC": ("spool_fsync", parse_ini_bool),
     "SPOOL_COMPRESSION": ("spool_compression", parse_ini_bool),
-    "FLUSH_INTERVAL": ("flush_interval", _seconds),
-    "MAX_BATCH_POINTS": ("max_batch_points", _bytes),
-    "WINDOW_BYTES": ("window_bytes", _bytes),
-    "REPLAY_POINTS_PER_SECOND": ("replay_points_per_second", _rate),
-    "RECONNECT_MAX_DELAY": ("reconnect_max_delay", _seconds),
+    "FLUSH_INTERVAL": ("flush_interval", parse_seconds),
+    "MAX_BATCH_POINTS": ("max_batch_points", parse_count),
+    "WINDOW_BYTES": ("window_bytes", parse_count),
+    "REPLAY_POINTS_PER_SECOND": ("replay_points_per_second", parse_seconds),
+    "RECONNECT_MAX_DELAY": ("reconnect_max_delay", parse_seconds),
     "AGENT_ID": ("agent_id", _name),
     "CARBON_METRIC_PREFIX": ("metric_prefix", _name),
-    "CARBON_METRIC_INTERVAL": ("metric_interval", lambda text: _integer(text, 0)),
-    "PARSER_THREADS": ("parser_threads", lambda text: _integer(text, 1)),
-    "LOG_DIR": ("log_dir", _path),
+    "CARBON_METRIC_INTERVAL": ("metric_interval", parse_whole_seconds),
+    "PARSER_THREADS": ("parser_threads", parse_count),
+    "LOG_DIR": ("log_dir", parse_path),
 }
 
 

@@ -38,6 +38,13 @@ from typing import Any
 
 from graphite_istat.config.errors import ConfigError
 from graphite_istat.config.ini import IniEntry, parse_ini_bool, read_ini_file
+from graphite_istat.config.values import (
+    parse_count,
+    parse_path,
+    parse_port,
+    parse_seconds,
+    parse_whole_seconds,
+)
 
 PROGRAM = "graphite-istat"
 DEFAULT_STORAGE_DIR = Path("/opt/graphite/storage")
@@ -87,12 +94,6 @@ class CarbonConf:
         return self.pid_dir / f"{name}.pid"
 
 
-def _path(text: str) -> Path:
-    if not text:
-        raise ConfigError("a path is needed")
-    return Path(os.path.normpath(os.path.expanduser(text)))
-
-
 def _text(text: str) -> str:
     return text
 
@@ -101,41 +102,6 @@ def _non_empty(text: str) -> str:
     if not text:
         raise ConfigError("may not be empty")
     return text
-
-
-def _integer(text: str, minimum: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not {what}") from None
-    if value < minimum:
-        raise ConfigError(f"{text!r} is not {what}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _integer(text, 0, "a port number (0-65535)")
-    if value > 65535:
-        raise ConfigError(f"{text!r} is not a port number (0-65535)")
-    return value
-
-
-def _count(text: str) -> int:
-    return _integer(text, 1, "a whole number of at least 1")
-
-
-def _whole_seconds(text: str) -> int:
-    return _integer(text, 0, "a whole number of seconds (0 or more)")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{text!r} is not a finite number of seconds (0 or more)")
-    return value
 
 
 def _cache_size(text: str) -> float:
@@ -158,28 +124,28 @@ def _boolean(text: str) -> bool:
 _Parser = Callable[[str], Any]
 
 _CACHE_KEYS: dict[str, tuple[str, _Parser]] = {
-    "STORAGE_DIR": ("storage_dir", _path),
-    "LOCAL_DATA_DIR": ("local_data_dir", _path),
-    "LOG_DIR": ("log_dir", _path),
-    "PID_DIR": ("pid_dir", _path),
+    "STORAGE_DIR": ("storage_dir", parse_path),
+    "LOCAL_DATA_DIR": ("local_data_dir", parse_path),
+    "LOG_DIR": ("log_dir", parse_path),
+    "PID_DIR": ("pid_dir", parse_path),
     "LINE_RECEIVER_INTERFACE": ("line_receiver_interface", _text),
-    "LINE_RECEIVER_PORT": ("line_receiver_port", _port),
+    "LINE_RECEIVER_PORT": ("line_receiver_port", parse_port),
     "PICKLE_RECEIVER_INTERFACE": ("pickle_receiver_interface", _text),
-    "PICKLE_RECEIVER_PORT": ("pickle_receiver_port", _port),
+    "PICKLE_RECEIVER_PORT": ("pickle_receiver_port", parse_port),
     "ENABLE_UDP_LISTENER": ("enable_udp_listener", _boolean),
     "UDP_RECEIVER_INTERFACE": ("udp_receiver_interface", _text),
-    "UDP_RECEIVER_PORT": ("udp_receiver_port", _port),
+    "UDP_RECEIVER_PORT": ("udp_receiver_port", parse_port),
     "MAX_CACHE_SIZE": ("max_cache_size", _cache_size),
     "CARBON_METRIC_PREFIX": ("carbon_metric_prefix", _non_empty),
-    "CARBON_METRIC_INTERVAL": ("carbon_metric_interval", _whole_seconds),
+    "CARBON_METRIC_INTERVAL": ("carbon_metric_interval", parse_whole_seconds),
 }
 
 _ISTAT_KEYS: dict[str, tuple[str, _Parser]] = {
-    "SHARDS": ("shards", _count),
-    "FUTURE_LIMIT": ("future_limit", _whole_seconds),
-    "FSYNC_INTERVAL": ("fsync_interval", _seconds),
-    "VISIBILITY_INTERVAL": ("visibility_interval", _seconds),
-    "ACK_PORT": ("ack_port", _port),
+    "SHARDS": ("shards", parse_count),
+    "FUTURE_LIMIT": ("future_limit", parse_whole_seconds),
+    "FSYNC_INTERVAL": ("fsync_interval", parse_seconds),
+    "VISIBILITY_INTERVAL": ("visibility_interval", parse_seconds),
+    "ACK_PORT": ("ack_port", parse_port),
 }
 
 

@@ -52,6 +52,7 @@ from pyparsing import ParseBaseException
 
 from .graphite import namespace
 from .graphite.namespace import Leaf
+from .graphite.rows import record_rows
 from .graphite.series import LeafRead, read_leaves
 from .graphite.tags import (
     StatsOf,
@@ -263,18 +264,22 @@ class IstatFinder(BaseFinder):
         if not matched:
             return []
         read = self._read([leaf for _, leaf in matched], start_time, end_time, now, context)
+        if requestContext is not None:
+            record_rows(requestContext, {(s.path, s.start, s.step): s.values for s in read.series.values()})
         results = []
         for pattern, leaf in matched:
             series = read.series.get(leaf.path)
             if series is None:
                 continue
+            # RowValues, not a list: graphite-web copies it into a TimeSeries,
+            # which makes the Python floats then (graphite/rows.py says why)
             results.append(
                 {
                     "pathExpression": pattern,
                     "path": leaf.path,
                     "name": leaf.path,
                     "time_info": series.time_info,
-                    "values": list(series.values),
+                    "values": series.values,
                 }
             )
         return results
@@ -283,7 +288,7 @@ class IstatFinder(BaseFinder):
         self, leaf: Leaf, start_time: int, end_time: int, now: int | None, context: dict
     ) -> tuple[tuple[int, int, int], list[float | None]] | None:
         series = self._read([leaf], start_time, end_time, now, context).series.get(leaf.path)
-        return None if series is None else (series.time_info, series.values)
+        return None if series is None else (series.time_info, list(series.values))
 
     def _read(
         self, leaves: list[Leaf], start_time: int, end_time: int, now: int | None, context: dict

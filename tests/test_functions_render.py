@@ -302,3 +302,74 @@ def test_istat_pooled_refuses_unknown_stats(istat_points, now):
     with serving([finder]), plugin_enabled(True):
         status, _ = render(params)
     assert status == 400
+
+
+# -- the arrays the finder hands the plugin ------------------------------------------------------
+
+IN_PLACE_TARGETS = [
+    "sumSeries(live.*.value)",
+    "sumSeries(scale(live.*.value,-1))",  # scale changes the series in place
+    "minSeries(scale(live.*.value,-1))",  # -0.0 for 0.0: only min and max see the sign
+    "maxSeries(offset(live.*.value,0))",
+    "multiplySeries(absolute(live.h1.value),live.h2.value)",
+    "averageSeries(transformNull(live.*.value,0))",
+    "groupByNode(live.*.value,1,'sumSeries')",
+    "percentileOfSeries(live.*.value,50)",
+    # changed in place, then renamed back to the paths the finder read
+    r"sumSeries(aliasSub(scale(live.*.value,-1),'^scale\((.*),-1\)$','\1'))",
+    r"minSeries(aliasSub(offset(live.*.value,0),'^offset\((.*),0\)$','\1'))",  # -0.0 + 0 is 0.0
+]
+
+
+@pytest.fixture
+def istat_live(tmp_path: Path, now: int):
+    """A store of 10 s series with gaps, zeros of both signs, negatives; and its finder."""
+    from graphite_istat.config import load_storage_rules
+    from graphite_istat.finder import IstatFinder
+    from graphite_istat.store.batch import WriteBatch
+    from graphite_istat.store.store import Store
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "storage-schemas.conf").write_text(SCHEMAS)
+    rng = random.Random(5)
+    points = [
+        (f"live.{host}.value", t, rng.choice([0.0, -0.0, rng.uniform(-50, 50), rng.randint(0, 3) * 0.5]))
+        for host in HOSTS
+        for t in range(now - WINDOW, now, 10)
+        if rng.random() > 0.15
+    ]
+    storage = tmp_path / "istat-live"
+    with Store.open(storage, load_storage_rules(conf), writable=True) as store:
+        assert store.write(WriteBatch.from_points(points), now=now).accepted == len(points)
+    return IstatFinder(storage)
+
+
+@pytest.mark.parametrize("extra", [{}, {"maxDataPoints": "50"}])
+def test_series_changed_in_place_render_as_in_stock(istat_live, now, extra):
+    """The plugin takes the finder's arrays only for series nobody changed: same JSON as stock."""
+    params = {"target": IN_PLACE_TARGETS, "from": now - WINDOW, "until": now, "now": now, **extra}
+    with serving([istat_live]):
+        with plugin_enabled(False):
+            stock_status, stock_body = render(params)
+        with plugin_enabled(True):
+            status, body = render(params)
+    assert stock_status == 200, stock_body
+    assert len(json.loads(stock_body)) >= len(IN_PLACE_TARGETS)
+    assert status == 200
+    assert body == stock_body
+
+
+def test_the_plugin_takes_the_finders_arrays(istat_live, now, monkeypatch):
+    """An unchanged series is read from the finder's array, not converted from its list."""
+    from graphite_istat.functions import columns
+
+    converted = []
+    real = columns.raw_array
+    monkeypatch.setattr(columns, "raw_array", lambda values: converted.append(values) or real(values))
+    params = {"target": "sumSeries(live.*.value)", "from": now - WINDOW, "until": now, "now": now}
+    with serving([istat_live]), plugin_enabled(True):
+        assert render(params)[0] == 200
+        assert converted == []
+        assert render({**params, "target": "sumSeries(scale(live.*.value,2))"})[0] == 200
+        assert len(converted) == len(HOSTS)

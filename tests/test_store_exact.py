@@ -409,3 +409,33 @@ def test_default_values_of_a_last_metric_with_the_default_fetch_fields(tmp_path:
         full = store.fetch(["small.d.lastm"], now - 50, now, now=now, fields=ALL_FIELDS)
         assert full.sets[0].default_values()[0][-3] == 7.0
         assert SUB_COUNTERS == ("count", "sum", "sumsq", "min", "max")
+
+
+@pytest.mark.parametrize("wanted", ["all", "every third", "a few"])
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_a_bulk_read_gives_each_metric_what_reading_it_alone_gives(tmp_path: Path, wanted, order) -> None:
+    """Several blocks of a file, whole and partial, in any order, with stale ring rows: row by row."""
+    now = 1_600_000_000
+    rng = np.random.default_rng(3)
+    names = [f"small.m{i:03d}" for i in range(300)]  # one shard: three blocks of 128 columns
+    with _one_metric_store(tmp_path, shards=1) as store:
+        for t in range(now - 120, now, 1):  # two minutes of a 60-row ring: every row reused once
+            if t % 7 == 0 and t > now - 60:
+                continue  # nobody sends: the ring row keeps the stamp of a minute ago
+            senders = [n for n in names if rng.random() < 0.7]
+            store.write(WriteBatch.from_points([(n, t, float(rng.normal())) for n in senders]), now=now)
+        subset = {"all": names, "every third": names[::3], "a few": names[5:300:40]}[wanted]
+        asked = list(subset)
+        if order == "shuffled":
+            rng.shuffle(asked)
+        for archive in range(3):
+            bulk = read_stats(store, asked, archive, 0, now)
+            for name in asked:
+                alone = read_stats(store, [name], archive, 0, now)[name]
+                np.testing.assert_array_equal(bulk[name].buckets, alone.buckets)
+                for stat, values in alone.stats.items():
+                    np.testing.assert_array_equal(bulk[name].stats[stat], values, err_msg=f"{name} {stat}")
+                np.testing.assert_array_equal(bulk[name].default, alone.default)
+            if archive == 0:
+                silent = bulk[asked[0]].buckets % 7 == 0
+                assert silent.any() and (bulk[asked[0]].stats["count"][silent] == 0).all()

@@ -21,10 +21,14 @@ attributes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from ..graphite.rows import recorded_array
 
 FLOAT64 = pa.float64()
 
@@ -128,9 +132,21 @@ def _pick_in_blocks(values: np.ndarray, present: np.ndarray, function: str) -> n
     return chosen
 
 
-def series_array(series) -> SeriesArray:
-    """The points a ``TimeSeries`` yields when iterated, as arrays."""
-    raw = raw_array(series)
+def row_array(row: np.ndarray) -> SeriesArray:
+    """A float64 row of the store (NaN = empty bucket) as a ``SeriesArray``."""
+    present = ~np.isnan(row)
+    return SeriesArray(np.where(present, row, 0.0), present)
+
+
+def series_array(series, context: Mapping[str, Any] | None = None) -> SeriesArray:
+    """The points a ``TimeSeries`` yields when iterated, as arrays.
+
+    A series graphite-istat's finder read and nobody changed since comes
+    from the array the finder recorded in the request ``context``
+    (``graphite.rows``); any other is converted from its list.
+    """
+    recorded = recorded_array(context, series)
+    raw = raw_array(series) if recorded is None else row_array(recorded)
     return consolidate(
         raw, int(series.valuesPerPoint), series.consolidationFunc, series.xFilesFactor
     )

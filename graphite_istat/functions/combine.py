@@ -88,9 +88,9 @@ def effective_x_files_factor(x_files_factor: float | None) -> float:
     return x_files_factor if x_files_factor is not None else settings.DEFAULT_XFILES_FACTOR
 
 
-def as_arrays(series_list: Sequence[TimeSeries]) -> list[SeriesArray]:
+def as_arrays(series_list: Sequence[TimeSeries], request_context: dict | None) -> list[SeriesArray]:
     """Every series as the points it yields when iterated (raises ``UnrepresentableSeries``)."""
-    return [series_array(series) for series in series_list]
+    return [series_array(series, request_context) for series in series_list]
 
 
 def consolidated_length(series: TimeSeries) -> int:
@@ -122,7 +122,7 @@ def aggregate(requestContext, seriesList, func, xFilesFactor=None):
         return stock.aggregate(requestContext, seriesList, func, xFilesFactor)
     canonical = AGGREGATION_ALIASES.get(name_func, name_func)
     try:
-        arrays = as_arrays(series_list)
+        arrays = as_arrays(series_list, requestContext)
     except UnrepresentableSeries:
         return stock.aggregate(requestContext, seriesList, func, xFilesFactor)
     if canonical in SORTING and any(array.has_nan for array in arrays):
@@ -223,7 +223,7 @@ def percentileOfSeries(requestContext, seriesList, n, interpolate=False):
     fallback = not n / 100.0 * (len(series_list) + 1) < MAX_EXACT_RANK
     if not fallback:
         try:
-            arrays = as_arrays(series_list)
+            arrays = as_arrays(series_list, requestContext)
         except UnrepresentableSeries:
             fallback = True
         else:

@@ -2,8 +2,9 @@
 
 Every metric behind the leaves is read once, whatever number of its
 sub-counters are asked for; each shard file's series are consolidated and
-derived as whole arrays, and only the final rows become Python lists (floats,
-``None`` for an empty bucket), the form graphite-web's functions expect.
+derived as whole arrays; each leaf's row is handed over as ``RowValues``,
+which makes the Python floats (``None`` for an empty bucket) graphite-web's
+functions expect only when graphite-web copies it into a ``TimeSeries``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..store.stats import NEEDS
 from ..store.store import DEFAULT_VALUE, SeriesSet, Store
 from .consolidation import consolidate
 from .namespace import Leaf
+from .rows import RowValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class LeafSeries:
     start: int
     end: int
     step: int
-    values: list[float | None]
+    values: RowValues
 
     @property
     def time_info(self) -> tuple[int, int, int]:
@@ -99,14 +101,5 @@ def read_leaves(
         derived, row = where
         grid = derived.series_set.grid
         values = derived.values(leaf.stat)[row]
-        result.series[leaf.path] = LeafSeries(leaf.path, grid.start, grid.end, grid.step, _to_list(values))
+        result.series[leaf.path] = LeafSeries(leaf.path, grid.start, grid.end, grid.step, RowValues(values))
     return result
-
-
-def _to_list(values: np.ndarray) -> list[float | None]:
-    """Floats, exactly as stored, with ``None`` for NaN."""
-    empty = np.isnan(values)
-    if not empty.any():
-        return values.tolist()
-    # An object array holding None and the floats: one C pass, then a plain copy to a list.
-    return np.where(empty, None, values).tolist()

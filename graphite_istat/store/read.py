@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,6 +78,15 @@ def choose_grid(layout: Layout, from_t: int, until_t: int, now: int, archive: in
     return TimeGrid(archive, start, end, step)
 
 
+class _BlockRead(NamedTuple):
+    """The series of one block a read wants, and where their rows go in the output."""
+
+    block: int
+    picks: np.ndarray | None  # the block's columns to take, None for all of them in order
+    target: np.ndarray  # output rows, one per pick
+    dense: bool  # enough columns to copy whole rows and pick from them
+
+
 def _row_segments(grid: TimeGrid, rows: int) -> list[tuple[int, int, int]]:
     """(first row, row count, output offset) pieces covering the grid on the ring."""
     first = (grid.start // grid.step) % rows
@@ -104,21 +114,36 @@ def read_columns(
     """
     n, t = len(columns), grid.points
     view = shard.archives[grid.archive] if shard.nblocks else None
-    out = {name: np.zeros((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
     if view is None or n == 0 or t == 0:
+        out = {name: np.zeros((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
         out["approximate"] = np.zeros((n, t), dtype=bool)
         return out
     # Series in (block, column) order, so each block's rows are read once,
     # contiguously, and its wanted columns picked from them.
     columns = np.asarray(columns, dtype=np.int64)
     order = np.argsort(columns, kind="stable")
+    in_order = bool((order == np.arange(n)).all())
     block, col = np.divmod(columns[order], shard.block_columns)
     blocks, starts = np.unique(block, return_index=True)
-    groups = list(zip(blocks.tolist(), starts.tolist(), [*starts[1:].tolist(), n], strict=True))
+    ends = [*starts[1:].tolist(), n]
+    whole_block = np.arange(shard.block_columns)
+    groups = []
+    for b, lo, hi in zip(blocks.tolist(), starts.tolist(), ends, strict=True):
+        cols = col[lo:hi]
+        groups.append(
+            _BlockRead(
+                block=b,
+                # every column of the block, in order: its rows are used as they are
+                picks=None if hi - lo == shard.block_columns and np.array_equal(cols, whole_block) else cols,
+                target=np.arange(lo, hi) if in_order else order[lo:hi],
+                dense=(hi - lo) * DENSE_FRACTION >= shard.block_columns,
+            )
+        )
     buckets = grid.buckets()
     segments = _row_segments(grid, view.rows)
-    sorted_out = {name: np.empty_like(out[name]) for name in fields}
-    stamps = np.empty((n, t), dtype=np.int64)
+    # every cell of the output is written by one of the segments below
+    out = {name: np.empty((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
+    block_stamps = np.empty((len(groups), t), dtype=np.int64)
     ignore_odd = False
     for attempt in range(max_attempts):
         before = shard.generations[blocks].copy()
@@ -133,30 +158,34 @@ def read_columns(
             continue
         for first, length, at in segments:
             rows = slice(first, first + length)
+            cells = slice(at, at + length)
             if attempt == 0:
-                for b, lo, hi in groups:
-                    if (hi - lo) * DENSE_FRACTION >= shard.block_columns:
-                        shard.prefault(grid.archive, b, first, length, fields)
-            for b, lo, hi in groups:
-                stamps[lo:hi, at : at + length] = view.stamps[b, rows]
-                cols = col[lo:hi]
-                dense = (hi - lo) * DENSE_FRACTION >= shard.block_columns
+                for group in groups:
+                    if group.dense:
+                        shard.prefault(grid.archive, group.block, first, length, fields)
+            for g, group in enumerate(groups):
+                b, picks = group.block, group.picks
+                block_stamps[g, cells] = view.stamps[b, rows]
                 for name in fields:
-                    if dense:  # copy whole rows, then pick: sequential memory access
-                        part = view.fields[name][b, rows][:, cols].T
+                    if picks is None:
+                        part = view.fields[name][b, rows].T
+                    elif group.dense:  # copy whole rows, then pick: sequential memory access
+                        part = view.fields[name][b, rows][:, picks].T
                     else:  # a few columns: strided gathers touch less memory
-                        part = view.fields[name][np.full(len(cols), b), rows, cols]
-                    sorted_out[name][lo:hi, at : at + length] = part
+                        part = view.fields[name][np.full(len(picks), b), rows, picks]
+                    if in_order:
+                        out[name][group.target[0] : group.target[-1] + 1, cells] = part
+                    else:
+                        out[name][group.target, cells] = part
         if np.array_equal(shard.generations[blocks], before):
-            for name in fields:
-                out[name][order] = sorted_out[name]
-            stamps[order] = stamps.copy()
             break
     else:
         raise StoreBusyError(f"{shard.path}: could not read a consistent copy in {max_attempts} attempts")
-    stale = stamps != buckets[None, :]
+    # rows of a block whose stamp is another bucket's (stale ring rows) are empty
+    stale = block_stamps != buckets[None, :]
     if stale.any():
-        out["count"][stale] = 0
+        for g in np.flatnonzero(stale.any(axis=1)).tolist():
+            out["count"][np.ix_(groups[g].target, np.flatnonzero(stale[g]))] = 0
     raw = out["count"]
     out["approximate"] = (raw & APPROXIMATE) != 0
     raw &= COUNT_MAX

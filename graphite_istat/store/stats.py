@@ -77,14 +77,17 @@ def derive(stat: str, counters: Mapping[str, np.ndarray]) -> np.ndarray:
             raise UnknownStatError(f"{stat!r} is not stored for this metric")
         return _empty_to_nan(counters[stat], count)
     with np.errstate(invalid="ignore", divide="ignore"):
-        n = count.astype(np.float64)
-        avg = counters["sum"] / n
+        avg = counters["sum"] / count
+        empty = count == 0
         if stat == "avg":
             # Only count marks a cell empty; the sum of an emptied cell is stale.
-            return _empty_to_nan(avg, count)
+            avg[empty] = np.nan
+            return avg
         if stat == "stddev":
-            variance = counters["sumsq"] / n - avg * avg
-            return np.sqrt(np.maximum(variance, 0.0)) + np.where(count == 0, np.nan, 0.0)
+            variance = counters["sumsq"] / count - avg * avg
+            deviation = np.sqrt(np.maximum(variance, 0.0))
+            deviation[empty] = np.nan
+            return deviation
     raise UnknownStatError(f"unknown stat {stat!r}; one of {', '.join(STATS)}")
 
 

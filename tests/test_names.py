@@ -524,3 +524,33 @@ def test_reference_matcher_knows_the_globstar_rules() -> None:
     assert _path_matches(["a", "b", "c"], ["a", "**"])
     assert _path_matches(["a"], ["{**,a}"])
     assert not _path_matches(["b"], ["a*"])
+
+
+def test_the_level_tree_gives_the_garbage_collector_nothing_to_walk(log_path: Path) -> None:
+    import gc
+
+    with NameIndex.open(log_path, writable=True) as index:
+        for h in range(200):
+            for c in range(16):
+                index.add(f"servers.host{h:03d}.cpu.core{c}.user", h * 16 + c)
+        tree = index._tree
+        gc.collect()
+        assert len(tree.children) > 3000  # a branch per host and per core
+        assert not any(gc.is_tracked(children) for children in tree.children)
+        assert not gc.is_tracked(tree.leaf_flags)
+
+
+def test_pruned_branches_are_reused_and_stay_exact(log_path: Path) -> None:
+    with NameIndex.open(log_path, writable=True) as index:
+        for slot, name in enumerate(["a.b.c", "a.b.d", "x.y"]):
+            index.add(name, slot)
+        branches = len(index._tree.children)
+        index.remove("a.b.c")
+        index.remove("a.b.d")
+        assert [n.path for n in index.find("*")] == ["x"]
+        index.add("p.q.r", 4)
+        index.add("p.q", 5)
+        assert len(index._tree.children) == branches  # a and a.b were pruned and their numbers reused
+        assert [(n.path, n.is_leaf, n.has_children) for n in index.find("p.*")] == [("p.q", True, True)]
+        assert index.match("p.q.*") == ["p.q.r"]
+        assert index.find("a.*") == []

@@ -70,7 +70,7 @@ class LevelMatcher:
     brace alternative is plain (``{host1,host2}``), for the same reason.
     """
 
-    __slots__ = ("_literal_set", "_regex_match", "literal", "literals", "source")
+    __slots__ = ("_literal_set", "_matches_everything", "_regex_match", "literal", "literals", "source")
 
     def __init__(self, source: str, alternatives: Iterable[str]) -> None:
         variants = tuple(dict.fromkeys(alternatives))
@@ -79,6 +79,8 @@ class LevelMatcher:
         self.literal: str | None = None
         self._literal_set: frozenset[str] = frozenset()
         self._regex_match = None
+        # a bare ``*`` alternative matches every level name (none is empty or holds a dot)
+        self._matches_everything = "*" in variants
         if all(GLOB_CHARACTERS.isdisjoint(v) for v in variants):
             self.literals = variants
             self.literal = variants[0] if len(variants) == 1 else None
@@ -89,12 +91,16 @@ class LevelMatcher:
 
     def match(self, name: str) -> bool:
         """True when ``name`` (one level, no dots) matches this level of the pattern."""
+        if self._matches_everything:
+            return True
         if self._regex_match is None:
             return name in self._literal_set
         return self._regex_match(name) is not None
 
     def filter(self, names: Iterable[str]) -> list[str]:
         """The names that match, in the order given."""
+        if self._matches_everything:
+            return list(names)
         regex_match = self._regex_match
         if regex_match is None:
             wanted = self._literal_set

@@ -53,21 +53,16 @@ import dataclasses
 import fcntl
 import os
 import struct
-import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final
 
 import numpy as np
 
-from graphite_istat.store.globbing import (
-    GlobstarLevel,
-    LevelMatcher,
-    PathPattern,
-    compile_pattern,
-)
+from graphite_istat.store.globbing import compile_pattern
+from graphite_istat.store.nametree import LevelTree
 
 MAGIC: Final = b"GISTNAME"
 FORMAT_VERSION: Final = 1
@@ -238,24 +233,6 @@ def _scan_records(data: bytes, start: int, end_info: _ScanEnd) -> Iterator[tuple
     end_info.offset = offset
 
 
-class _Branch:
-    """A path with children. ``children`` maps each child's level name to its ``_Branch``,
-    or to ``None`` when the child is only a leaf (one dict per branch and no object per
-    leaf keeps a million names compact). ``is_leaf`` is set when the path itself is also
-    a stored name.
-    """
-
-    __slots__ = ("children", "is_leaf")
-
-    def __init__(self, *, is_leaf: bool = False) -> None:
-        self.children: dict[str, _Branch | None] = {}
-        self.is_leaf = is_leaf
-
-
-def _join(prefix: str, level: str) -> str:
-    return f"{prefix}.{level}" if prefix else level
-
-
 class NameIndex:
     """Metric names mapped to slots, persisted in an append-only log; see the module docstring."""
 
@@ -264,9 +241,7 @@ class NameIndex:
         self._fd: int | None = fd
         self._writable = writable
         self._slots: dict[str, int] = {}
-        self._root = _Branch()
-        self._last_parent_path = ""
-        self._last_parent: _Branch | None = None  # cache of _apply_add; None when stale
+        self._tree = LevelTree()
         self._buffer = bytearray()
         self._buffered_records = 0
         self._log_size = 0  # bytes of the log read (reader) or written (writer)
@@ -513,8 +488,7 @@ class NameIndex:
         os.close(self._fd)
         self._fd, fresh._fd = fresh._fd, None
         self._slots = fresh._slots
-        self._root = fresh._root
-        self._last_parent = None
+        self._tree = fresh._tree
         self._log_size = fresh._log_size
         replayed = fresh._stats.records_replayed
         self._stats.records_replayed += replayed
@@ -555,61 +529,13 @@ class NameIndex:
     def _apply_add(self, name: str, slot: int) -> None:
         slots = self._slots
         if name not in slots:
-            parent_path, _, leaf = name.rpartition(".")
-            # Names arrive grouped by parent (a host's metrics, a compacted log),
-            # so remembering the last parent skips most tree walks.
-            if parent_path == self._last_parent_path and self._last_parent is not None:
-                node = self._last_parent
-            else:
-                node = self._branch_creating(parent_path)
-                self._last_parent_path, self._last_parent = parent_path, node
-            children = node.children
-            child = children.get(leaf, _MISSING)
-            if child is _MISSING:
-                children[sys.intern(leaf)] = None
-            elif child is not None:
-                child.is_leaf = True  # type: ignore[union-attr]
+            self._tree.add(name)
         slots[name] = slot
-
-    def _branch_creating(self, path: str) -> _Branch:
-        """The branch at ``path`` ("" is the root), created with its ancestors if missing."""
-        node = self._root
-        if not path:
-            return node
-        for level in path.split("."):
-            children = node.children
-            child = children.get(level, _MISSING)
-            if child is None or child is _MISSING:
-                # A leaf-only child becomes a branch that is also a leaf.
-                new_branch = _Branch(is_leaf=child is None)
-                children[sys.intern(level)] = new_branch
-                child = new_branch
-            node = child  # type: ignore[assignment]
-        return node
 
     def _apply_remove(self, name: str) -> None:
         if self._slots.pop(name, None) is None:
             return
-        self._last_parent = None  # the branch may be pruned below
-        *parents, leaf = name.split(".")
-        trail: list[tuple[_Branch, str]] = []
-        node = self._root
-        for level in parents:
-            trail.append((node, level))
-            node = node.children[level]  # type: ignore[assignment]
-        child = node.children[leaf]
-        if child is None:
-            del node.children[leaf]
-        else:
-            child.is_leaf = False
-        # Drop branches left without children so has_children stays exact.
-        while trail and not node.children:
-            parent, level = trail.pop()
-            if node.is_leaf:
-                parent.children[level] = None
-                break
-            del parent.children[level]
-            node = parent
+        self._tree.remove(name)
 
     # ------------------------------------------------------------------ finding
 
@@ -618,7 +544,7 @@ class NameIndex:
 
         Raises ``globbing.GlobError`` for a malformed pattern.
         """
-        found = self._find(compile_pattern(pattern), leaves_only=False)
+        found = self._tree.find(compile_pattern(pattern), leaves_only=False)
         return [
             FoundNode(path, is_leaf, has_children)
             for path, (is_leaf, has_children) in sorted(found.items())
@@ -626,109 +552,7 @@ class NameIndex:
 
     def match(self, pattern: str) -> list[str]:
         """The stored names the pattern matches, sorted."""
-        return sorted(self._find(compile_pattern(pattern), leaves_only=True))
-
-    def _find(self, pattern: PathPattern, *, leaves_only: bool) -> dict[str, tuple[bool, bool]]:
-        frontier: dict[str, _Branch] = {"": self._root}
-        *inner_levels, last_level = pattern.levels
-        for level in inner_levels:
-            following: dict[str, _Branch] = {}
-            if isinstance(level, GlobstarLevel):
-                for prefix, node in frontier.items():
-                    _collect_branches(prefix, node, following)
-                if level.alternative is not None:
-                    _match_branches(frontier, level.alternative, following)
-            else:
-                _match_branches(frontier, level, following)
-            if not following:
-                return {}
-            frontier = following
-        found: dict[str, tuple[bool, bool]] = {}
-        if isinstance(last_level, GlobstarLevel):
-            # A terminal ``**`` is ``**.*``: everything strictly below the frontier.
-            for prefix, node in frontier.items():
-                _collect_descendants(prefix, node, found, leaves_only=leaves_only)
-            if last_level.alternative is not None:
-                _match_last_level(frontier, last_level.alternative, found, leaves_only=leaves_only)
-        else:
-            _match_last_level(frontier, last_level, found, leaves_only=leaves_only)
-        return found
-
-
-def _match_branches(
-    frontier: dict[str, _Branch], level: LevelMatcher, following: dict[str, _Branch]
-) -> None:
-    """Add the child branches of the frontier whose level name matches ``level``."""
-    literals = level.literals
-    for prefix, node in frontier.items():
-        children = node.children
-        if literals is not None:
-            for literal in literals:
-                child = children.get(literal)
-                if child is not None:
-                    following[_join(prefix, literal)] = child
-        else:
-            for name in level.filter(children):
-                child = children[name]
-                if child is not None:
-                    following[_join(prefix, name)] = child
-
-
-def _match_last_level(
-    frontier: dict[str, _Branch],
-    level: LevelMatcher,
-    found: dict[str, tuple[bool, bool]],
-    *,
-    leaves_only: bool,
-) -> None:
-    literal, literals = level.literal, level.literals
-    for prefix, node in frontier.items():
-        children = node.children
-        if literal is not None:
-            if literal not in children:
-                continue
-            names: Iterable[str] = (literal,)
-        elif literals is not None:
-            names = [n for n in literals if n in children]
-        else:
-            names = level.filter(children)
-        for name in names:
-            child = children[name]
-            if child is None:
-                found[f"{prefix}.{name}" if prefix else name] = (True, False)
-            elif child.is_leaf or not leaves_only:
-                found[f"{prefix}.{name}" if prefix else name] = (child.is_leaf, True)
-
-
-def _collect_branches(prefix: str, node: _Branch, into: dict[str, _Branch]) -> None:
-    """``node`` and every branch below it, by path (``**`` matching zero or more levels)."""
-    into[prefix] = node
-    stack = [(prefix, node)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        path, branch = pop()
-        for name, child in branch.children.items():
-            if child is not None:
-                child_path = f"{path}.{name}" if path else name
-                into[child_path] = child
-                push((child_path, child))
-
-
-def _collect_descendants(
-    prefix: str, node: _Branch, found: dict[str, tuple[bool, bool]], *, leaves_only: bool
-) -> None:
-    """Every path strictly below ``node`` (a terminal ``**``)."""
-    stack = [(prefix, node)]
-    while stack:
-        path, branch = stack.pop()
-        for name, child in branch.children.items():
-            child_path = _join(path, name)
-            if child is None:
-                found[child_path] = (True, False)
-            else:
-                if child.is_leaf or not leaves_only:
-                    found[child_path] = (child.is_leaf, True)
-                stack.append((child_path, child))
+        return sorted(self._tree.find(compile_pattern(pattern), leaves_only=True))
 
 
 # ---------------------------------------------------------------------- checking

@@ -421,6 +421,9 @@ def test_find_reports_leaf_and_branch_together(log_path: Path) -> None:
             FoundNode("servers.web1.load", True, False),
         ]
         assert index.find("servers.web1") == [FoundNode("servers.web1", False, True)]
+        assert index.find_paths("servers.web1.*") == {
+            "servers.web1.cpu": (True, True), "servers.web1.load": (True, False)
+        }
         assert index.match("servers.web1") == []
         assert index.match("servers.web1.*") == ["servers.web1.cpu", "servers.web1.load"]
         assert index.find("servers.web1.cpu.user.x") == []

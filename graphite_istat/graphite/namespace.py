@@ -23,6 +23,7 @@ and of every metric below it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..store.globbing import (
     GLOBSTAR,
@@ -41,8 +42,7 @@ LAST = "last"
 ANY_LEVEL = compile_level("*")
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
     """A readable Graphite path: ``stat`` None is the metric's default value."""
 
     path: str
@@ -63,12 +63,13 @@ def find(store: Store, pattern: str, *, leaves_only: bool = False) -> FoundPaths
     compiled = compile_pattern(pattern)
     raw_levels = pattern.replace("\\", "").split(".")
     found = FoundPaths()
-    for node in store.find(pattern):
-        if node.is_leaf:
-            found.leaves[node.path] = Leaf(node.path, node.path)
+    leaves, branches = found.leaves, found.branches
+    for path, (is_leaf, has_children) in store.find_paths(pattern).items():
+        if is_leaf:
+            leaves[path] = Leaf(path, path)
         # A stored leaf is also the branch holding its sub-counters.
-        if not leaves_only and (node.has_children or node.is_leaf):
-            found.branches.append(node.path)
+        if not leaves_only and (has_children or is_leaf):
+            branches.append(path)
     for parent, last_level in _sub_counter_queries(raw_levels, list(compiled.levels)):
         stats = [s for s in (*SUB_COUNTER_LEAVES, LAST) if last_level.match(s)]
         if not stats:

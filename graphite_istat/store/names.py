@@ -550,6 +550,10 @@ class NameIndex:
             for path, (is_leaf, has_children) in sorted(found.items())
         ]
 
+    def find_paths(self, pattern: str) -> dict[str, tuple[bool, bool]]:
+        """``find`` unsorted, as ``path -> (is_leaf, has_children)``: for callers that order or merge themselves."""
+        return self._tree.find(compile_pattern(pattern), leaves_only=False)
+
     def match(self, pattern: str) -> list[str]:
         """The stored names the pattern matches, sorted."""
         return sorted(self._tree.find(compile_pattern(pattern), leaves_only=True))

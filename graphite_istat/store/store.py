@@ -747,6 +747,12 @@ class Store:
             self.refresh()
             return self.index.find(pattern)
 
+    def find_paths(self, pattern: str) -> dict[str, tuple[bool, bool]]:
+        """``find`` unsorted: ``path -> (is_leaf, has_children)``."""
+        with self._names_lock:
+            self.refresh()
+            return self.index.find_paths(pattern)
+
     def set_metadata(self, name: str, *, method: str | None = None, x_files_factor: float | None = None) -> MetricInfo:
         """Change a metric's aggregation method and/or xFilesFactor (whisper's setAggregationMethod)."""
         if not self.writable:

@@ -264,6 +264,8 @@ def test_every_malformed_case_is_counted_and_the_good_points_beside_it_stored(
         sock.sendall(frame([("before.truncated", (now, 12.0))]) + cut_frame[:9])
         time.sleep(0.3)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp_sender = f"127.0.0.1:{udp.getsockname()[1]}"
     udp.sendto(
         b"good.udp 13 %d\nbad udp datagram line\ngood.udp 14 %d" % (now, now),
         ("127.0.0.1", daemon.ports[("line", "udp")]),
@@ -312,6 +314,7 @@ def test_every_malformed_case_is_counted_and_the_good_points_beside_it_stored(
     reader.close()
     log = daemon.log()
     assert "bad input from 127.0.0.1:" in log
+    assert f"bad input from {udp_sender} (udp " in log  # a datagram's bad line names its sender
     assert "pickle frame of 2097152 bytes exceeds" in log
 
 

@@ -295,3 +295,29 @@ def test_bad_input_log_summarises_periodically_on_long_connections() -> None:
         log.note(stream.decode(b"x\n", 0, finish=False))
     summaries = [r for r in records if "more not shown" in r]
     assert 2 <= len(summaries) <= 4
+
+
+def test_udp_senders_get_their_own_stream_and_the_oldest_is_closed_for_a_new_one(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from graphite_istat.receiver import protocols
+
+    monkeypatch.setattr(protocols, "MAX_UDP_SENDERS", 2)
+    now = int(time.time())
+    counters = ReceiverCounters()
+    pipeline = make_pipeline(store, counters)
+    receiver = protocols.DatagramReceiver(pipeline, LOGGER, "udp 127.0.0.1:2003")
+    senders = [("127.0.0.1", 5001), ("127.0.0.1", 5002), ("::1", 5003)]
+    with caplog.at_level(logging.WARNING):
+        for i, addr in enumerate(senders):
+            receiver.datagramReceived(b"udp.s%d %d %d\nnot a good line at all" % (i, i + 1, now), addr)
+        first = receiver.senders.get(senders[0])
+        assert list(receiver.senders) == senders[1:]  # the first sender made room for the third
+        pipeline.stop()
+    assert first is None
+    found = counts_and_sums(store, [f"udp.s{i}" for i in range(3)], now, now + 10)
+    assert found == {f"udp.s{i}": (1.0, float(i + 1)) for i in range(3)}
+    logged = caplog.text
+    assert "bad input from 127.0.0.1:5001 (udp 127.0.0.1:2003)" in logged
+    assert "bad input from [::1]:5003 (udp 127.0.0.1:2003)" in logged
+    assert counters.totals().bad_lines["extra_fields"] == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet import error as twisted_errors
@@ -28,6 +29,8 @@ from graphite_istat.receiver.streams import UDP, Stream
 READ_BUFFER_BYTES = 1 << 20
 """Bytes asked for per read (Twisted asks for 64 KiB): fewer, bigger chunks under load."""
 FINAL_READ_LIMIT = 16 << 20
+# UDP senders remembered, each with its own stream and bad-input log
+MAX_UDP_SENDERS = 1024
 """At shutdown, at most this much is still read from each socket's kernel buffer."""
 
 
@@ -149,14 +152,37 @@ class ReceiverFactory(Factory):
 
 
 class DatagramReceiver(DatagramProtocol):
-    """Plaintext over UDP: each datagram is one or more whole lines."""
+    """Plaintext over UDP: each datagram is one or more whole lines.
+
+    Each sender gets its own stream, so bad input is logged (at the limited
+    rate of a TCP connection's) with the address that sent it. The table
+    keeps the most recent ``MAX_UDP_SENDERS`` senders; the least recently
+    heard one's stream is closed (its datagrams are whole lines: nothing of
+    it is waiting for more) when a new sender needs the room.
+    """
 
     def __init__(self, pipeline: Pipeline, logger: logging.Logger, label: str) -> None:
         self.pipeline = pipeline
-        self.stream = Stream(UDP, label, logger)
-        pipeline.open_stream(self.stream)
+        self.logger = logger
+        self.label = label
+        self.senders: OrderedDict[Any, Stream] = OrderedDict()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if datagram and not datagram.endswith(b"\n"):
             datagram += b"\n"
-        self.pipeline.submit(self.stream, datagram)
+        self.pipeline.submit(self._stream_of(addr), datagram)
+
+    def _stream_of(self, addr: Any) -> Stream:
+        stream = self.senders.get(addr)
+        if stream is not None:
+            self.senders.move_to_end(addr)
+            return stream
+        if len(self.senders) >= MAX_UDP_SENDERS:
+            _, oldest = self.senders.popitem(last=False)
+            self.pipeline.close_stream(oldest, clean=True)
+        host, port = addr[0], addr[1]
+        sender = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        stream = Stream(UDP, f"{sender} ({self.label})", self.logger)
+        self.pipeline.open_stream(stream)
+        self.senders[addr] = stream
+        return stream

@@ -29,9 +29,9 @@ from graphite_istat.receiver.streams import UDP, Stream
 READ_BUFFER_BYTES = 1 << 20
 """Bytes asked for per read (Twisted asks for 64 KiB): fewer, bigger chunks under load."""
 FINAL_READ_LIMIT = 16 << 20
-# UDP senders remembered, each with its own stream and bad-input log
-MAX_UDP_SENDERS = 1024
 """At shutdown, at most this much is still read from each socket's kernel buffer."""
+MAX_UDP_SENDERS = 1024
+"""UDP senders remembered, each with its own stream and bad-input log."""
 
 
 def describe_address(address: Any) -> str:

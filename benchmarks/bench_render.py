@@ -549,32 +549,30 @@ def report(settings: Settings, cases: list[Case], finds: list[Case], results: di
     headers = ("case", "istat median", "istat p95", "whisper median", "whisper p95", "speed-up", "n",
                "same values", "istat answer")
     rows: list[list[str]] = []
+
+    def row(label: str, ours: dict, theirs: dict, same: str, answer: str) -> list[str]:
+        (om, op), (tm, tp) = latency(ours), latency(theirs)
+        return [f"  {label}", fmt_seconds(om), fmt_seconds(op), fmt_seconds(tm), fmt_seconds(tp),
+                fmt_ratio(tm / om), f"{len(ours['seconds'])}/{len(theirs['seconds'])}", same, answer]
+
     for plugin in (False, True):
         rows.append([f"/render?format=json through Django's test client, "
                      f"{'FUNCTION_PLUGINS = [' + repr(PLUGIN) + ']' if plugin else 'stock graphite-web functions'}"])
         for case in cases:
             ours, theirs = results[("istat", plugin)][case.key], results[("whisper", plugin)][case.key]
-            (om, op), (tm, tp) = latency(ours), latency(theirs)
-            rows.append([f"  {case.label}", fmt_seconds(om), fmt_seconds(op), fmt_seconds(tm), fmt_seconds(tp),
-                         fmt_ratio(tm / om), f"{len(ours['seconds'])}/{len(theirs['seconds'])}",
-                         agree(ours["series"], theirs["series"]), non_null(ours["series"])])
+            rows.append(row(case.label, ours, theirs, agree(ours["series"], theirs["series"]),
+                            non_null(ours["series"])))
     for plugin in (False, True):
         rows.append([f"graphite-web's floor, {'plugin' if plugin else 'stock functions'}: MemoryFinder (the series "
                      f"already in memory, no read) in the istat columns; its speed-up is the best any finder could reach"])
         for case in cases:
             floor, theirs = results[("memory", plugin)][case.key], results[("whisper", plugin)][case.key]
-            (om, op), (tm, tp) = latency(floor), latency(theirs)
-            rows.append([f"  {case.label}", fmt_seconds(om), fmt_seconds(op), fmt_seconds(tm), fmt_seconds(tp),
-                         fmt_ratio(tm / om), f"{len(floor['seconds'])}/{len(theirs['seconds'])}", "-",
-                         non_null(floor["series"])])
+            rows.append(row(case.label, floor, theirs, "-", non_null(floor["series"])))
     rows.append([f"/metrics/find (treejson): istat over {istat_build['names']:,} names, "
                  f"whisper StandardFinder over {settings.whisper_tree:,} empty .wsp files, format=treejson (entries: distinct names)"])
     for case in finds:
         ours, theirs = results[("istat", False)][case.key], results[("whisper", False)][case.key]
-        (om, op), (tm, tp) = latency(ours), latency(theirs)
-        rows.append([f"  {case.label}", fmt_seconds(om), fmt_seconds(op), fmt_seconds(tm), fmt_seconds(tp),
-                     fmt_ratio(tm / om), f"{len(ours['seconds'])}/{len(theirs['seconds'])}", "-",
-                     f"{ours['nodes']:,} entries (whisper {theirs['nodes']:,})"])
+        rows.append(row(case.label, ours, theirs, "-", f"{ours['nodes']:,} entries (whisper {theirs['nodes']:,})"))
     print(f"graphite-web 1.1.10, {settings.metrics:,} metrics of 6 h at 10 s ({RETENTIONS}), "
           f"same points in both systems; n = timed requests istat/whisper")
     print_table(headers, rows)

@@ -65,6 +65,16 @@ def render(params: dict) -> tuple[int, bytes]:
     return response.status_code, response.content
 
 
+def render_stock_and_plugin(finder, params: dict) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+    """The same request through ``finder``, with stock functions and with the plugin."""
+    with serving([finder]):
+        with plugin_enabled(False):
+            stock = render(params)
+        with plugin_enabled(True):
+            plugin = render(params)
+    return stock, plugin
+
+
 TARGETS = [
     "sumSeries(servers.*.latency)",
     "sum(servers.*.*)",
@@ -97,11 +107,7 @@ TARGETS = [
 @pytest.mark.parametrize("extra", [{}, {"xFilesFactor": "0.5"}, {"maxDataPoints": "50"}])
 def test_render_json_is_identical(target, extra, whisper_finder, now):
     params = {"target": target, "from": now - WINDOW, "until": now, "now": now, **extra}
-    with serving([whisper_finder]):
-        with plugin_enabled(False):
-            stock_status, stock_body = render(params)
-        with plugin_enabled(True):
-            status, body = render(params)
+    (stock_status, stock_body), (status, body) = render_stock_and_plugin(whisper_finder, params)
     assert stock_status == 200
     assert json.loads(stock_body), "the target must find data"
     assert any(
@@ -149,9 +155,8 @@ retentions = 10s:1d
 """
 
 
-@pytest.fixture
-def istat_points(tmp_path: Path, now: int):
-    """Raw points written to a store: ``{metric: [(timestamp, value), ...]}``, and its finder."""
+def istat_finder(tmp_path: Path, points: list[tuple[str, int, float]], now: int):
+    """An IstatFinder over a fresh store holding ``points`` (schemas ``SCHEMAS``)."""
     from graphite_istat.config import load_storage_rules
     from graphite_istat.finder import IstatFinder
     from graphite_istat.store.batch import WriteBatch
@@ -160,6 +165,15 @@ def istat_points(tmp_path: Path, now: int):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "storage-schemas.conf").write_text(SCHEMAS)
+    storage = tmp_path / "istat"
+    with Store.open(storage, load_storage_rules(conf), writable=True) as store:
+        assert store.write(WriteBatch.from_points(points), now=now).accepted == len(points)
+    return IstatFinder(storage)
+
+
+@pytest.fixture
+def istat_points(tmp_path: Path, now: int):
+    """Raw points written to a store: ``{metric: [(timestamp, value), ...]}``, and its finder."""
     rng = random.Random(11)
     raw: dict[str, list[tuple[int, float]]] = {}
     for index, host in enumerate(HOSTS):
@@ -174,12 +188,8 @@ def istat_points(tmp_path: Path, now: int):
         (t + rng.randrange(60), rng.uniform(0, 1000)) for t in range(now - 600, now, 60)
         for _ in range(5)
     ]
-    storage = tmp_path / "istat"
-    with Store.open(storage, load_storage_rules(conf), writable=True) as store:
-        points = [(name, t, v) for name, values in raw.items() for t, v in values]
-        result = store.write(WriteBatch.from_points(points), now=now)
-        assert result.accepted == len(points)
-    return raw, IstatFinder(storage)
+    points = [(name, t, v) for name, values in raw.items() for t, v in values]
+    return raw, istat_finder(tmp_path, points, now)
 
 
 def expected_stats(raw, names, step, now):
@@ -324,14 +334,6 @@ IN_PLACE_TARGETS = [
 @pytest.fixture
 def istat_live(tmp_path: Path, now: int):
     """A store of 10 s series with gaps, zeros of both signs, negatives; and its finder."""
-    from graphite_istat.config import load_storage_rules
-    from graphite_istat.finder import IstatFinder
-    from graphite_istat.store.batch import WriteBatch
-    from graphite_istat.store.store import Store
-
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "storage-schemas.conf").write_text(SCHEMAS)
     rng = random.Random(5)
     points = [
         (f"live.{host}.value", t, rng.choice([0.0, -0.0, rng.uniform(-50, 50), rng.randint(0, 3) * 0.5]))
@@ -339,21 +341,14 @@ def istat_live(tmp_path: Path, now: int):
         for t in range(now - WINDOW, now, 10)
         if rng.random() > 0.15
     ]
-    storage = tmp_path / "istat-live"
-    with Store.open(storage, load_storage_rules(conf), writable=True) as store:
-        assert store.write(WriteBatch.from_points(points), now=now).accepted == len(points)
-    return IstatFinder(storage)
+    return istat_finder(tmp_path, points, now)
 
 
 @pytest.mark.parametrize("extra", [{}, {"maxDataPoints": "50"}])
 def test_series_changed_in_place_render_as_in_stock(istat_live, now, extra):
     """The plugin takes the finder's arrays only for series nobody changed: same JSON as stock."""
     params = {"target": IN_PLACE_TARGETS, "from": now - WINDOW, "until": now, "now": now, **extra}
-    with serving([istat_live]):
-        with plugin_enabled(False):
-            stock_status, stock_body = render(params)
-        with plugin_enabled(True):
-            status, body = render(params)
+    (stock_status, stock_body), (status, body) = render_stock_and_plugin(istat_live, params)
     assert stock_status == 200, stock_body
     assert len(json.loads(stock_body)) >= len(IN_PLACE_TARGETS)
     assert status == 200

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 MAX_ALTERNATIVES = 10_000
 """The most strings one level's braces may expand to."""
@@ -56,6 +57,9 @@ GLOB_CHARACTERS = frozenset("*?[")
 """Characters that make an fnmatch pattern something other than a literal."""
 
 _LITERAL_RUN = re.compile(r"[^{},]+")
+
+
+V = TypeVar("V")
 
 
 class GlobError(ValueError):
@@ -106,6 +110,16 @@ class LevelMatcher:
             wanted = self._literal_set
             return [n for n in names if n in wanted]
         return [n for n in names if regex_match(n) is not None]
+
+    def filter_items(self, children: Mapping[str, V]) -> Iterable[tuple[str, V]]:
+        """The ``(name, value)`` pairs of ``children`` whose name matches, in the mapping's order."""
+        if self._matches_everything:
+            return children.items()
+        regex_match = self._regex_match
+        if regex_match is None:
+            wanted = self._literal_set
+            return [(n, v) for n, v in children.items() if n in wanted]
+        return [(n, v) for n, v in children.items() if regex_match(n) is not None]
 
     def __repr__(self) -> str:
         return f"LevelMatcher({self.source!r})"

@@ -121,23 +121,38 @@ class LevelTree:
 
     def find(self, pattern: PathPattern, *, leaves_only: bool) -> Found:
         """Paths of as many levels as the pattern that it matches (unsorted)."""
-        # (path prefix with its trailing dot, branch); unique paths, as ``**`` dedupes into a dict
+        # (path prefix, branch) pairs; every prefix is followed by ``tail``, the
+        # literal levels walked since, so a run of plain levels (``.mem.free``)
+        # builds no string per match until the end. Paths are unique (``**``
+        # dedupes into a dict).
         frontier: list[tuple[str, int]] = [("", ROOT)]
+        tail = ""
+        all_children = self.children
         *inner_levels, last_level = pattern.levels
         for level in inner_levels:
-            if isinstance(level, GlobstarLevel):
+            if isinstance(level, LevelMatcher) and level.literal is not None:
+                literal = level.literal
+                following = []
+                for dotted, node in frontier:
+                    child = all_children[node].get(literal, LEAF)
+                    if child != LEAF:
+                        following.append((dotted, child))
+                tail += f"{literal}."
+            elif isinstance(level, GlobstarLevel):
                 below: dict[str, int] = {}
                 for dotted, node in frontier:
-                    self._collect_branches(dotted[:-1], node, below)
+                    self._collect_branches(f"{dotted}{tail}"[:-1], node, below)
                 following = [(f"{path}." if path else "", node) for path, node in below.items()]
                 if level.alternative is not None:
                     seen = set(below)
                     following += [
-                        (dotted, node) for dotted, node in self._match_branches(frontier, level.alternative)
+                        (dotted, node) for dotted, node in self._match_branches(frontier, tail, level.alternative)
                         if dotted[:-1] not in seen
                     ]
+                tail = ""
             else:
-                following = self._match_branches(frontier, level)
+                following = self._match_branches(frontier, tail, level)
+                tail = ""
             if not following:
                 return {}
             frontier = following
@@ -145,56 +160,64 @@ class LevelTree:
         if isinstance(last_level, GlobstarLevel):
             # A terminal ``**`` is ``**.*``: everything strictly below the frontier.
             for dotted, node in frontier:
-                self._collect_descendants(dotted[:-1], node, found, leaves_only=leaves_only)
+                self._collect_descendants(f"{dotted}{tail}"[:-1], node, found, leaves_only=leaves_only)
             if last_level.alternative is not None:
-                self._match_last_level(frontier, last_level.alternative, found, leaves_only=leaves_only)
+                self._match_last_level(frontier, tail, last_level.alternative, found, leaves_only=leaves_only)
         else:
-            self._match_last_level(frontier, last_level, found, leaves_only=leaves_only)
+            self._match_last_level(frontier, tail, last_level, found, leaves_only=leaves_only)
         return found
 
-    def _match_branches(self, frontier: list[tuple[str, int]], level: LevelMatcher) -> list[tuple[str, int]]:
-        """The child branches of the frontier whose level name matches ``level``."""
+    def _match_branches(
+        self, frontier: list[tuple[str, int]], tail: str, level: LevelMatcher
+    ) -> list[tuple[str, int]]:
+        """The child branches of the frontier whose level name matches ``level``, with whole prefixes."""
         literals = level.literals
         all_children = self.children
         following = []
         append = following.append
         for dotted, node in frontier:
             children = all_children[node]
+            prefix = f"{dotted}{tail}"
             if literals is not None:
                 for literal in literals:
                     child = children.get(literal, LEAF)
                     if child != LEAF:
-                        append((f"{dotted}{literal}.", child))
+                        append((f"{prefix}{literal}.", child))
             else:
-                for name in level.filter(children):
-                    child = children[name]
+                for name, child in level.filter_items(children):
                     if child != LEAF:
-                        append((f"{dotted}{name}.", child))
+                        append((f"{prefix}{name}.", child))
         return following
 
     def _match_last_level(
-        self, frontier: list[tuple[str, int]], level: LevelMatcher, found: Found, *, leaves_only: bool
+        self, frontier: list[tuple[str, int]], tail: str, level: LevelMatcher, found: Found, *, leaves_only: bool
     ) -> None:
         literal, literals = level.literal, level.literals
         all_children, leaf_flags = self.children, self.leaf_flags
-        for dotted, node in frontier:
-            children = all_children[node]
-            if literal is not None:
-                child = children.get(literal)
+        if literal is not None:
+            end = f"{tail}{literal}"
+            for dotted, node in frontier:
+                child = all_children[node].get(literal)
                 if child is None:
                     continue
                 if child == LEAF:
-                    found[dotted + literal] = (True, False)
+                    found[dotted + end] = (True, False)
                 elif leaf_flags[child] or not leaves_only:
-                    found[dotted + literal] = (bool(leaf_flags[child]), True)
-                continue
-            names: Iterable[str] = [n for n in literals if n in children] if literals is not None else level.filter(children)
-            for name in names:
-                child = children[name]
+                    found[dotted + end] = (bool(leaf_flags[child]), True)
+            return
+        for dotted, node in frontier:
+            children = all_children[node]
+            prefix = f"{dotted}{tail}"
+            items: Iterable[tuple[str, int]] = (
+                [(n, children[n]) for n in literals if n in children]
+                if literals is not None
+                else level.filter_items(children)
+            )
+            for name, child in items:
                 if child == LEAF:
-                    found[dotted + name] = (True, False)
+                    found[prefix + name] = (True, False)
                 elif leaf_flags[child] or not leaves_only:
-                    found[dotted + name] = (bool(leaf_flags[child]), True)
+                    found[prefix + name] = (bool(leaf_flags[child]), True)
 
     def _collect_branches(self, prefix: str, node: int, into: dict[str, int]) -> None:
         """``node`` and every branch below it, by path (``**`` matching zero or more levels)."""

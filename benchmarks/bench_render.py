@@ -296,11 +296,18 @@ class MemoryFinderMethods:
         self.fine = fine
         self.coarse = fine.reshape(len(self.names), -1, 60 // STEP).mean(axis=2)
         self.compile = compile_pattern
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.matched: dict[str, list[str]] = {}  # by pattern: the floor pays for no glob after the first
 
     def _matches(self, pattern: str) -> list[str]:
-        levels = self.compile(pattern).levels
-        return [n for n in self.names
-                if len(parts := n.split(".")) == len(levels) and all(lv.match(p) for lv, p in zip(levels, parts, strict=True))]
+        if pattern not in self.matched:
+            levels = self.compile(pattern).levels
+            self.matched[pattern] = [
+                n for n in self.names
+                if len(parts := n.split(".")) == len(levels)
+                and all(lv.match(p) for lv, p in zip(levels, parts, strict=True))
+            ]
+        return self.matched[pattern]
 
     def find_nodes(self, query):
         from graphite.node import LeafNode
@@ -321,7 +328,7 @@ class MemoryFinderMethods:
         column = (times - first_bucket) // step
         held = (column >= 0) & (column < data.shape[1])
         results, rows = [], {}
-        index = {name: i for i, name in enumerate(self.names)}
+        index = self.index
         for pattern in patterns:
             for name in self._matches(pattern):
                 row = np.full(len(times), np.nan)

@@ -233,13 +233,17 @@ class _Sender(ABC):
             self.pump()
             return
         if records:
-            replayed = sum(r.points for r in records if r.from_disk)
             self.send(connection, records)
-            self.counters.sent(sum(r.points for r in records), len(records), replayed=replayed)
-            if replayed and self.replay_rate > 0:
-                self.next_read_at = time.monotonic() + replayed / self.replay_rate
+            self._count_sent(records)
         if records or self.dirty:
             self.pump()
+
+    def _count_sent(self, records: list[SpoolRecord]) -> None:
+        """Count records just sent, and pace the next read by the points replayed from disk."""
+        replayed = sum(r.points for r in records if r.from_disk)
+        self.counters.sent(sum(r.points for r in records), len(records), replayed=replayed)
+        if replayed and self.replay_rate > 0:
+            self.next_read_at = time.monotonic() + replayed / self.replay_rate
 
     def _read_failed(self, failure: Failure) -> None:
         self.reading = False
@@ -397,11 +401,8 @@ class PlaintextSender(_Sender):
             self.pump()
             return
         if plain:
-            replayed = sum(r.points for r in plain if r.from_disk)
             self.send(connection, records)
-            self.counters.sent(sum(r.points for r in plain), len(plain), replayed=replayed)
-            if replayed and self.replay_rate > 0:
-                self.next_read_at = time.monotonic() + replayed / self.replay_rate
+            self._count_sent(plain)
         if plain or self.dirty:
             self.pump()
 

@@ -30,6 +30,8 @@ from graphite_istat.protocol.result import (
     SAMPLE_BYTES,
     ParseResult,
     Rejections,
+    empty_batch,
+    merge_results,
 )
 from graphite_istat.store.batch import WriteBatch
 
@@ -87,7 +89,7 @@ class PlaintextDecoder:
             newline = chunk.find(b"\n")
             if newline < 0:
                 self._extend_skipped(chunk)
-                return rejections.result(_empty_batch())
+                return rejections.result(empty_batch())
             self._extend_skipped(chunk[:newline])
             rejections.add(LINE_TOO_LONG, self._skipped_line_start)
             self._skipped_line_start = None
@@ -138,30 +140,6 @@ def parse_lines(
     return merge_results([first, last])
 
 
-def merge_results(results: list[ParseResult]) -> ParseResult:
-    """One result holding the points, counts and first samples of several, in order."""
-    names: list[str] = []
-    ids: list[np.ndarray] = []
-    for result in results:
-        batch = result.batch
-        own = batch.name_ids if batch.name_ids is not None else np.arange(len(batch.names))
-        ids.append(own + len(names))
-        names.extend(batch.names)
-    batch = WriteBatch(
-        names,
-        np.concatenate([r.batch.timestamps for r in results]) if results else np.empty(0, np.int64),
-        np.concatenate([r.batch.values for r in results]) if results else np.empty(0, np.float64),
-        np.concatenate(ids).astype(np.int64) if results else np.empty(0, np.int64),
-    )
-    rejected: dict[str, int] = {}
-    samples: list[tuple[str, bytes]] = []
-    for result in results:
-        for reason, count in result.rejected.items():
-            rejected[reason] = rejected.get(reason, 0) + count
-        samples.extend(result.samples)
-    return ParseResult(batch, rejected, samples[:5])
-
-
 def parse_lines_slowly(
     data: bytes, now: int, *, max_line_length: int = DEFAULT_MAX_LINE_LENGTH
 ) -> ParseResult:
@@ -205,10 +183,6 @@ class _SlowPoints:
             np.array(self.timestamps, dtype=np.int64),
             np.array(self.values, dtype=np.float64),
         )
-
-
-def _empty_batch() -> WriteBatch:
-    return _SlowPoints().batch()
 
 
 class _LineLayout:
@@ -306,7 +280,7 @@ def _parse_complete_lines(
 ) -> ParseResult:
     """Decode ``data``, which is empty or ends with a newline."""
     if len(data) == 0:
-        return rejections.result(_empty_batch())
+        return rejections.result(empty_batch())
     layout = _LineLayout(np.frombuffer(data, dtype=np.uint8), max_line_length)
     eligible_lines = np.flatnonzero(layout.eligible)
     fast = _parse_eligible_lines(data, layout, eligible_lines, now, max_line_length, reading)

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from graphite_istat.receiver.batches import concat_batches
+from graphite_istat.protocol.result import concat_batches
 from graphite_istat.receiver.counters import (
     DROPPED_CACHE_FULL,
     DROPPED_WRITE_ERROR,

@@ -26,8 +26,7 @@ from graphite_istat.protocol import (
     ProtocolError,
     parse_lines,
 )
-from graphite_istat.protocol.result import ParseResult
-from graphite_istat.receiver.batches import concat_batches
+from graphite_istat.protocol.result import ParseResult, merge_results
 from graphite_istat.receiver.counters import FRAME_TOO_LARGE
 
 LOGGED_PER_STREAM = 5
@@ -168,7 +167,8 @@ class Stream:
             if self.clean_close and not self._failed:
                 results.append(self._decoder.finish(now))
             self._bad_input.summarise()
-        result = _merge(results)
+        # every sample is kept: the bad-input log decides how many it shows
+        result = merge_results(results, max_samples=None)
         self._bad_input.note(result)
         return result
 
@@ -183,17 +183,3 @@ class Stream:
         if self._on_protocol_error is not None:
             self._on_protocol_error(error)
         return ParseResult(kept.batch, rejected, kept.samples)
-
-
-def _merge(results: list[ParseResult]) -> ParseResult:
-    if len(results) == 1:
-        return results[0]
-    if not results:
-        return ParseResult.empty()
-    rejected: dict[str, int] = {}
-    samples: list[tuple[str, bytes]] = []
-    for result in results:
-        for reason, count in result.rejected.items():
-            rejected[reason] = rejected.get(reason, 0) + count
-        samples.extend(result.samples)
-    return ParseResult(concat_batches([r.batch for r in results]), rejected, samples)

@@ -101,22 +101,27 @@ def aggregate(
 ) -> np.ndarray:
     """The default value of a metric by its aggregation method, with xFilesFactor applied."""
     count = counters["count"]
-    if method == "average":
-        values = derive("avg", counters)
-    elif method in ("sum", "min", "max", "last"):
-        values = derive(method, counters)
-    elif method == "avg_zero":
-        values = _empty_to_nan(counters["sum"] / (step / finest_step), count)
-    elif method in ("absmax", "absmin"):
-        lo, hi = counters["min"], counters["max"]
-        if method == "absmax":
-            pick_hi = np.abs(hi) >= np.abs(lo)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "average":
+            values = counters["sum"] / count
+        elif method in ("sum", "min", "max", "last"):
+            if method not in counters:
+                raise UnknownStatError(f"{method!r} is not stored for this metric")
+            values = np.array(counters[method], dtype=np.float64, copy=True)
+        elif method == "avg_zero":
+            values = counters["sum"] / (step / finest_step)
+        elif method in ("absmax", "absmin"):
+            lo, hi = counters["min"], counters["max"]
+            if method == "absmax":
+                pick_hi = np.abs(hi) >= np.abs(lo)
+            else:
+                pick_hi = np.abs(hi) < np.abs(lo)
+            values = np.where(pick_hi, hi, lo)
         else:
-            pick_hi = np.abs(hi) < np.abs(lo)
-        values = _empty_to_nan(np.where(pick_hi, hi, lo), count)
-    else:
-        raise UnknownStatError(f"unknown aggregation method {method!r}")
+            raise UnknownStatError(f"unknown aggregation method {method!r}")
+    # Hidden: empty buckets, and with xFilesFactor coarse buckets of too few points.
+    least = 1.0
     if step > finest_step and x_files_factor > 0:
-        expected = step / finest_step
-        values = np.where(count >= x_files_factor * expected, values, np.nan)
+        least = max(least, x_files_factor * (step / finest_step))
+    np.putmask(values, count < least, np.nan)
     return values

@@ -16,6 +16,10 @@ average, xFilesFactor 0.5) in one run, and one table compares them:
 * one-metric fetch latency over one day (``fetch_stat`` vs ``whisper.fetch``),
 * bulk fetch of many metrics over one day (one ``Store.fetch`` plus the
   default values vs one ``whisper.fetch`` per metric),
+
+  Before the reads, every metric read (the bulk selections and the whisper
+  subset) gets a full day of history in its 1-minute archive, in both
+  systems, so that reads copy a day of written cells, not empty rows.
 * glob over a million names (``Store.match``) vs graphite-web 1.1.10's
   ``StandardFinder`` walking a smaller tree of empty ``.wsp`` files,
 * bytes on disk per metric, apparent and allocated.
@@ -63,6 +67,7 @@ from common import (
 
 from graphite_istat.config import load_storage_rules
 from graphite_istat.store.batch import WriteBatch
+from graphite_istat.store.format import TILE_ROWS
 from graphite_istat.store.store import DEFAULT_VALUE, Store, StoreOptions
 
 RETENTIONS = "10s:6h,1m:7d,10m:5y"
@@ -410,10 +415,47 @@ def agreement(store: Store, work: Workload, now: int, sample: int = 20) -> tuple
     return same, total
 
 
-def spread_names(work: Workload, count: int) -> list[str]:
-    """``count`` metrics evenly spread over all of them (so over every block of every file)."""
-    picks = np.linspace(0, len(work.names) - 1, count).astype(np.int64)
-    return [work.names[i] for i in picks.tolist()]
+def bulk_selections(settings: Settings, work: Workload) -> dict[str, tuple[list[int], str]]:
+    """The metrics (indices into names) of each bulk read, and how they were picked."""
+    count = min(settings.bulk, len(work.names))
+    spread = np.linspace(0, len(work.names) - 1, count).astype(np.int64).tolist()
+    return {
+        "spread": (spread, "every k-th metric"),
+        "whole hosts": (list(range(count)), f"{count // METRICS_PER_HOST} hosts' metrics"),
+    }
+
+
+def fill_history(settings: Settings, store: Store, work: Workload, now: int) -> list[int]:
+    """A day of history before batch 0 in the 1-minute archive of every metric read, in both systems.
+
+    istat gets whole cells (``Store.write_cells``, as an import does), each as
+    if the metric had sent its minute's value every 10 s; whisper gets the
+    same values, one point a minute, through ``update_many``. The reads then
+    copy a day of written cells in both. Returns the metrics filled (indices
+    into names).
+    """
+    filled = set(work.whisper_rows.tolist())
+    for rows, _ in bulk_selections(settings, work).values():
+        filled.update(rows)
+    metrics = sorted(filled)
+    minutes = np.arange(work.start - DAY, work.start, 60, dtype=np.int64)
+    values = np.random.default_rng(5).normal(100.0, 15.0, size=(len(metrics), len(minutes)))
+    per_minute = 60 // STEP
+    for k, metric in enumerate(metrics):
+        row = values[k]
+        counters = {
+            "count": np.full(len(minutes), per_minute),
+            "sum": row * per_minute,
+            "sumsq": row * row * per_minute,
+            "min": row,
+            "max": row,
+        }
+        store.write_cells(work.names[metric], 1, minutes, counters, approximate=False, now=now)
+    position = {metric: k for k, metric in enumerate(metrics)}
+    stamps = minutes.tolist()
+    for path, metric in zip(work.whisper_paths, work.whisper_rows.tolist(), strict=True):
+        whisper.update_many(path, list(zip(stamps, values[position[metric]].tolist(), strict=True)), now=now)
+    return metrics
 
 
 def istat_bulk(store: Store, names: Sequence[str], from_t: int, now: int) -> int:
@@ -423,14 +465,22 @@ def istat_bulk(store: Store, names: Sequence[str], from_t: int, now: int) -> int
     return sum(len(s.default_values()) for s in result.sets)
 
 
-def fetch_phase(table: Table, settings: Settings, store: Store, work: Workload, now: int) -> None:
-    same, total = agreement(store, work, now)
+def fetch_phase(
+    table: Table,
+    settings: Settings,
+    store: Store,
+    work: Workload,
+    now: int,
+    filled: list[int],
+    agreed: tuple[int, int],
+) -> None:
+    same, total = agreed
     rng = np.random.default_rng(11)
     from_t = now - DAY
     istat_latency: list[float] = []
     whisper_latency: list[float] = []
     for _ in range(settings.rounds):
-        for i in rng.integers(0, len(work.names), settings.fetches).tolist():
+        for i in rng.choice(filled, settings.fetches).tolist():
             t, got = timed(lambda name=work.names[i]: store.fetch_stat(name, from_t, now, now=now))
             assert got is not None
             istat_latency.append(t.wall)
@@ -438,7 +488,10 @@ def fetch_phase(table: Table, settings: Settings, store: Store, work: Workload, 
             t, _ = timed(lambda path=work.whisper_paths[i]: whisper.fetch(path, from_t, now, now=now))
             whisper_latency.append(t.wall)
 
-    table.section(f"Reads: one day (1 min archive, 1440 points), {settings.rounds} rounds")
+    table.section(
+        f"Reads: one day (1 min archive, 1440 points, a day of history in every metric read), "
+        f"{settings.rounds} rounds"
+    )
     ours, theirs = median(istat_latency), median(whisper_latency)
     table.add(
         "one-metric fetch, median",
@@ -447,7 +500,7 @@ def fetch_phase(table: Table, settings: Settings, store: Store, work: Workload, 
         faster(ours, theirs),
         "",
         "",
-        f"{len(istat_latency):,} fetches each, random metrics; istat fetch_stat, whisper.fetch",
+        f"{len(istat_latency):,} fetches each, random metrics with history; istat fetch_stat, whisper.fetch",
     )
     ours, theirs = percentile(istat_latency, 0.95), percentile(whisper_latency, 0.95)
     table.add("one-metric fetch, p95", fmt_seconds(ours), fmt_seconds(theirs), faster(ours, theirs))
@@ -455,8 +508,8 @@ def fetch_phase(table: Table, settings: Settings, store: Store, work: Workload, 
     bulk_count = min(settings.bulk, len(work.names))
     bulk_paths = [work.whisper_paths[i % len(work.whisper_paths)] for i in range(bulk_count)]
     name_sets = {
-        "spread": (spread_names(work, bulk_count), "every k-th metric"),
-        "whole hosts": (work.names[:bulk_count], f"{bulk_count // METRICS_PER_HOST} hosts' metrics"),
+        kind: ([work.names[i] for i in rows], description)
+        for kind, (rows, description) in bulk_selections(settings, work).items()
     }
 
     def whisper_bulk() -> int:
@@ -492,13 +545,13 @@ def fetch_phase(table: Table, settings: Settings, store: Store, work: Workload, 
         "",
         "",
         "",
-        "grid and values of fetch_stat vs whisper.fetch, 1 h and 1 day ranges",
+        "grid and values of fetch_stat vs whisper.fetch, 1 h and 1 day ranges, before the history",
     )
 
 
 def profile_bulk(settings: Settings, store: Store, work: Workload, now: int) -> str:
     bulk_count = min(settings.bulk, len(work.names))
-    names = spread_names(work, bulk_count)
+    names = [work.names[i] for i in bulk_selections(settings, work)["spread"][0]]
     profiler = cProfile.Profile()
     profiler.enable()
     for series_set in store.fetch(names, now - DAY, now, now=now).sets:
@@ -650,6 +703,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the scratch directory")
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory in place")
+    parser.add_argument(
+        "--tile-rows", type=int, default=TILE_ROWS, help=f"rows per tile of the store's files (default {TILE_ROWS})"
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     overrides = {
@@ -679,7 +735,7 @@ def run(settings: Settings, args: argparse.Namespace, emit: Callable[[str], None
         rules = load_storage_rules(conf_dir)
         work = make_workload(settings, whisper_root, int(time.time()))
         table = Table()
-        options = StoreOptions(fsync_interval=float(10**9))
+        options = StoreOptions(fsync_interval=float(10**9), tile_rows=args.tile_rows)
         with Store.open(store_dir, rules, writable=True, options=options) as store:
             next_batch = write_phase(table, settings, store, work, store_dir, whisper_root)
             progress.mark("writes done")
@@ -688,7 +744,10 @@ def run(settings: Settings, args: argparse.Namespace, emit: Callable[[str], None
                 next_batch += settings.profile_batches
                 progress.mark("write profile done")
             now = work.now_after(next_batch - 1)
-            fetch_phase(table, settings, store, work, now)
+            same = agreement(store, work, now)
+            filled = fill_history(settings, store, work, now)
+            progress.mark(f"history filled: {len(filled):,} metrics x 1 day")
+            fetch_phase(table, settings, store, work, now, filled, same)
             progress.mark("fetches done")
             if args.profile:
                 profiles.append(profile_bulk(settings, store, work, now))
@@ -697,7 +756,7 @@ def run(settings: Settings, args: argparse.Namespace, emit: Callable[[str], None
         progress.mark("globs done")
         emit(
             f"graphite-istat store vs whisper 1.1.10, retentions {RETENTIONS}, {AGGREGATION}, "
-            f"xFilesFactor {X_FILES_FACTOR}; {os.cpu_count()} CPUs"
+            f"xFilesFactor {X_FILES_FACTOR}; {args.tile_rows} rows per tile; {os.cpu_count()} CPUs"
         )
         emit(
             f"istat: {settings.metrics:,} metrics; whisper: {len(work.whisper_paths):,} of them "

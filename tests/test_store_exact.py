@@ -96,6 +96,9 @@ def scenarios(draw, family: Family, advancing: bool):
     """(shards, [(now, [(name, ts, value), ...]), ...])."""
     now = draw(st.integers(1_600_000_000, 1_600_000_000 + 3 * family.archives[-1][0]))
     shards = draw(st.sampled_from([1, 8]))
+    # the default tile height, and one that divides no ring, so that reads
+    # and writes cross tile edges and the ring's end at odd places
+    tile_rows = draw(st.sampled_from([64, 7]))
     ages = st.one_of(st.sampled_from(family.interesting_ages), st.integers(*family.age_range))
     batches = []
     for b in range(draw(st.integers(1, 4))):
@@ -110,12 +113,14 @@ def scenarios(draw, family: Family, advancing: bool):
             )
         )
         batches.append((now, [(name, now - age + jitter, value) for name, age, jitter, value in points]))
-    return shards, batches
+    return shards, tile_rows, batches
 
 
-def _check_scenario(directory: Path, metrics: tuple[str, ...], future_limit: int, shards: int, batches) -> None:
+def _check_scenario(
+    directory: Path, metrics: tuple[str, ...], future_limit: int, shards: int, tile_rows: int, batches
+) -> None:
     ref = ReferenceStore(future_limit)
-    options = StoreOptions(shards=shards, future_limit=future_limit)
+    options = StoreOptions(shards=shards, future_limit=future_limit, tile_rows=tile_rows)
     with Store.open(directory, RULES, writable=True, options=options) as store:
         for now, points in batches:
             result = store.write(WriteBatch.from_points(points), now=now)
@@ -145,9 +150,9 @@ def _check_scenario(directory: Path, metrics: tuple[str, ...], future_limit: int
 @SETTINGS
 @given(data=st.data())
 def test_every_stat_at_every_archive_matches_the_model(family: Family, advancing: bool, data) -> None:
-    shards, batches = data.draw(scenarios(family, advancing))
+    shards, tile_rows, batches = data.draw(scenarios(family, advancing))
     with tempfile.TemporaryDirectory() as tmp:
-        _check_scenario(Path(tmp), family.metrics, family.future_limit, shards, batches)
+        _check_scenario(Path(tmp), family.metrics, family.future_limit, shards, tile_rows, batches)
 
 
 # ------------------------------------------------------------------ keep-last (whisper semantics)
@@ -174,15 +179,15 @@ def keep_last_scenarios(draw):
             )
         )
         batches.append((now, points))
-    return draw(st.sampled_from([1, 8])), batches
+    return draw(st.sampled_from([1, 8])), draw(st.sampled_from([64, 7])), batches
 
 
 @SETTINGS
 @given(scenario=keep_last_scenarios())
 def test_keep_last_finest_keeps_last_point_and_coarse_combine_kept_values(scenario) -> None:
-    shards, batches = scenario
+    shards, tile_rows, batches = scenario
     with tempfile.TemporaryDirectory() as tmp:
-        _check_scenario(Path(tmp), KEEP_AND_ACCUMULATE, 600, shards, batches)
+        _check_scenario(Path(tmp), KEEP_AND_ACCUMULATE, 600, shards, tile_rows, batches)
 
 
 def _one_metric_store(tmp_path: Path, **options) -> Store:
@@ -413,12 +418,15 @@ def test_default_values_of_a_last_metric_with_the_default_fetch_fields(tmp_path:
 
 @pytest.mark.parametrize("wanted", ["all", "every third", "a few"])
 @pytest.mark.parametrize("order", ["sorted", "shuffled"])
-def test_a_bulk_read_gives_each_metric_what_reading_it_alone_gives(tmp_path: Path, wanted, order) -> None:
+@pytest.mark.parametrize("tile_rows", [64, 16, 7])
+def test_a_bulk_read_gives_each_metric_what_reading_it_alone_gives(
+    tmp_path: Path, wanted, order, tile_rows
+) -> None:
     """Several blocks of a file, whole and partial, in any order, with stale ring rows: row by row."""
     now = 1_600_000_000
     rng = np.random.default_rng(3)
     names = [f"small.m{i:03d}" for i in range(300)]  # one shard: three blocks of 128 columns
-    with _one_metric_store(tmp_path, shards=1) as store:
+    with _one_metric_store(tmp_path, shards=1, tile_rows=tile_rows) as store:
         for t in range(now - 120, now, 1):  # two minutes of a 60-row ring: every row reused once
             if t % 7 == 0 and t > now - 60:
                 continue  # nobody sends: the ring row keeps the stamp of a minute ago

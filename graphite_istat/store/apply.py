@@ -207,14 +207,12 @@ def merge_runs(
         # only needs it emptied again, not its old cells.
         before_change(archive, kb, kr, sb, sr, new_stamps)
     if len(stale_key):
-        view.fields["count"][sb, sr, :] = 0
+        view.set_row_cells("count", sb, sr, 0)
         view.stamps[sb, sr] = new_stamps
 
-    B = shard.block_columns
     flat = view.flat
-    cell = cells.row * B + cells.col
-    i_count = cells.block * view.flat_block_stride["count"] + cell
-    i_f8 = cells.block * view.flat_block_stride["sum"] + cell  # all float64 fields share it
+    i_count = view.flat_index("count", cells.block, cells.row, cells.col)
+    i_f8 = view.flat_index("sum", cells.block, cells.row, cells.col)  # all float64 fields share it
     old_raw = flat["count"][i_count].astype(np.int64)
     old_count = old_raw & COUNT_MAX
     if replace:
@@ -236,7 +234,7 @@ def merge_runs(
         flat["min"][i_f8] = np.where(fresh, runs.min, np.minimum(flat["min"][i_f8], runs.min))
         flat["max"][i_f8] = np.where(fresh, runs.max, np.maximum(flat["max"][i_f8], runs.max))
     if "last" in flat:
-        i_i4 = cells.block * view.flat_block_stride["last_offset"] + cell
+        i_i4 = view.flat_index("last_offset", cells.block, cells.row, cells.col)
         offset = (runs.last_ts - runs.bucket).astype(np.int32)
         later = fresh | (offset >= flat["last_offset"][i_i4])
         flat["last"][i_f8] = np.where(later, runs.last, flat["last"][i_f8])
@@ -261,29 +259,30 @@ def recompute_from_finer(
     blocks = np.broadcast_to(block[:, None], rows.shape)
     cols = np.broadcast_to(col[:, None], rows.shape)
     stamps = fine.stamps[blocks, rows]
+    at = fine.flat_index("sum", blocks, rows, cols)  # the float64 counters share it
     # Covered: the whole coarse bucket lies in the finer archive's window, and
     # no finer row of it has been reused for a newer bucket.
     kept = shard.layout.archives[archive - 1].rows
     fine_window_start = (now - now % fine.step) - (kept - 1) * fine.step
     covered = (stamps <= sub).all(axis=1) & (runs.bucket >= fine_window_start) & (ratio <= kept)
     valid = stamps == sub
-    f = fine.fields
-    counts = np.where(valid, f["count"][blocks, rows, cols], 0).astype(np.int64) & COUNT_MAX
+    f = fine.flat
+    counts = np.where(valid, fine.cells("count", blocks, rows, cols), 0).astype(np.int64) & COUNT_MAX
     has = counts > 0
     covered &= has.any(axis=1)
     if not covered.any():
         return runs
     idx = np.flatnonzero(covered)
     m = has[idx]
-    cb, cr, cc = blocks[idx], rows[idx], cols[idx]
+    a = at[idx]
     total = Runs(
         column=runs.column[idx],
         bucket=runs.bucket[idx],
         count=counts[idx].sum(axis=1),
-        sum=np.where(m, f["sum"][cb, cr, cc], 0.0).sum(axis=1),
-        sumsq=np.where(m, f["sumsq"][cb, cr, cc], 0.0).sum(axis=1),
-        min=np.where(m, f["min"][cb, cr, cc], np.inf).min(axis=1),
-        max=np.where(m, f["max"][cb, cr, cc], -np.inf).max(axis=1),
+        sum=np.where(m, f["sum"][a], 0.0).sum(axis=1),
+        sumsq=np.where(m, f["sumsq"][a], 0.0).sum(axis=1),
+        min=np.where(m, f["min"][a], np.inf).min(axis=1),
+        max=np.where(m, f["max"][a], -np.inf).max(axis=1),
         last=runs.last[idx],
         last_ts=runs.last_ts[idx],
     )
@@ -291,8 +290,9 @@ def recompute_from_finer(
         # The last value of the coarse bucket: from the latest finer bucket that has data.
         latest = ratio - 1 - np.argmax(m[:, ::-1], axis=1)
         pick = np.arange(len(idx))
-        total.last = f["last"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
-        total.last_ts = sub[idx][pick, latest] + f["last_offset"][cb[pick, latest], cr[pick, latest], cc[pick, latest]]
+        cb, cr, cc = blocks[idx][pick, latest], rows[idx][pick, latest], cols[idx][pick, latest]
+        total.last = fine.cells("last", cb, cr, cc)
+        total.last_ts = sub[idx][pick, latest] + fine.cells("last_offset", cb, cr, cc)
     merge_runs(shard, archive, total, replace=True, before_change=before_change)
     return runs.take(np.flatnonzero(~covered))
 

@@ -122,15 +122,16 @@ def _check_cells(path: Path, block: int, archive: int, view) -> list[str]:
         problems.append(f"{path}: block {block} archive {archive}: {len(off_grid)} row stamps off the {view.step}s grid")
     for lo in range(0, len(used), ROW_CHUNK):
         rows = used[lo : lo + ROW_CHUNK]
-        count = view.fields["count"][block, rows, :] & COUNT_MAX
+        blocks = np.full(len(rows), block)
+        count = view.row_cells("count", blocks, rows) & COUNT_MAX
         has = count > 0
         if not has.any():
             continue
         n = count[has].astype(np.float64)
-        total = view.fields["sum"][block, rows, :][has]
-        sumsq = view.fields["sumsq"][block, rows, :][has]
-        lo_v = view.fields["min"][block, rows, :][has]
-        hi_v = view.fields["max"][block, rows, :][has]
+        total = view.row_cells("sum", blocks, rows)[has]
+        sumsq = view.row_cells("sumsq", blocks, rows)[has]
+        lo_v = view.row_cells("min", blocks, rows)[has]
+        hi_v = view.row_cells("max", blocks, rows)[has]
         with np.errstate(invalid="ignore", over="ignore"):
             avg = total / n
             slack = AVG_TOLERANCE * np.maximum(np.abs(lo_v), np.abs(hi_v))

@@ -9,15 +9,22 @@ A storage directory holds::
     sequences.log       the last sequence applied per source, for exactly-once writes (``journal.py``)
     data/NNNNN.ist      shard files, numbered; a slot is (file number << 32 | column)
 
-Shard file, format version 1
+Shard file, format version 2
 ============================
 All integers are little-endian. A shard file holds the metrics of one shard
 (``crc32(name) % shards``) that share one *layout*: the archives (step, rows)
-of their storage schema and whether ``last`` is stored. Its columns are metric
-slots; its rows are time slots. The layout is *time-major*: one array per
-sub-counter and archive with shape (rows, columns), so a batch that touches
-many metrics at one time writes a handful of contiguous rows, and one stamp
-per row serves every metric of the block.
+of their storage schema and whether ``last`` is stored. A block holds
+``block_columns`` (B) metric columns; an archive's ring holds its buckets in
+*rows* (``bucket // step % ring``). Each counter of an archive is stored in
+*tiles* of ``tile_rows`` (T) consecutive rows: a tile holds those T rows of
+all B columns, column after column, so inside a tile a metric's T buckets are
+contiguous. The cell (row r, column c) of a counter is element
+``[r // T][c][r % T]`` of the archive's ``[tiles][B][T]`` array.
+
+Why tiles: a read of one metric over a day at 1 minute touches ceil(1440 / T)
+runs of T * 8 bytes per counter instead of 1440 scattered cells, and a read
+of a few metrics of a block touches only their runs; a batch of one
+timestamp still lands in one tile per block and archive.
 
 ::
 
@@ -28,13 +35,13 @@ per row serves every metric of the block.
 File header (``HEADER_STRUCT``)::
 
     0   8s   magic            b"ISTATSHD"
-    8   u32  format version   1
+    8   u32  format version   2
     12  u32  shard            shard number of the metrics in this file
     16  u32  block_columns    metric columns per block (B)
     20  u32  flags            bit 0: the ``last`` and ``last_offset`` counters are stored
                               bit 1: the finest bucket keeps only the last point (whisper semantics)
     24  u32  archive count    1..MAX_ARCHIVES
-    28  u32  reserved (0)
+    28  u32  tile_rows        rows per tile (T)
     32  u64  block_bytes      size of one block
     40  MAX_ARCHIVES x (u32 step seconds, u32 rows)   rows: buckets of retention
     168 MAX_ARCHIVES x u32 spare rows                  extra ring rows for points ahead of now
@@ -60,15 +67,19 @@ Block (``block_bytes`` long, every region page aligned)::
     (an archive's ring has rows + spare rows: the spare ones hold buckets up to
     the store's future limit ahead of now without reusing a row that still
     holds a bucket inside the retention, which would empty it for every
-    metric of the block)
-        stamps       i64[rows]            bucket start time held by the row; 0 = never written
-        count        u32[rows][B]         bits 0-30: points; bit 31: approximate (see below)
-        sum          f64[rows][B]
-        sumsq        f64[rows][B]
-        min          f64[rows][B]
-        max          f64[rows][B]
-        last         f64[rows][B]         only with flag bit 0
-        last_offset  i32[rows][B]         only with flag bit 0: seconds from bucket start
+    metric of the block; the ring is stored as ceil(ring / T) whole tiles,
+    the rows past the ring in the last tile are never used)
+        stamps       i64[ring]            bucket start time held by the row; 0 = never written
+        count        u32[tiles][B][T]     bits 0-30: points; bit 31: approximate (see below)
+        sum          f64[tiles][B][T]
+        sumsq        f64[tiles][B][T]
+        min          f64[tiles][B][T]
+        max          f64[tiles][B][T]
+        last         f64[tiles][B][T]     only with flag bit 0
+        last_offset  i32[tiles][B][T]     only with flag bit 0: seconds from bucket start
+
+Version 1 stored each counter time-major (``[ring][B]``); it is not read by
+this version.
 
 A cell is *approximate* when its counters were not made from raw points but
 estimated from one aggregate value (history imported from whisper's coarser
@@ -95,7 +106,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+TILE_ROWS = 64  # rows per tile of the files this version creates
 FILE_MAGIC = b"ISTATSHD"
 BLOCK_MAGIC = b"ISTATBLK"
 HEADER_SIZE = 4096
@@ -104,7 +116,7 @@ MAX_ARCHIVES = 16
 FLAG_LAST = 1
 FLAG_KEEP_LAST = 2
 
-HEADER_STRUCT = struct.Struct("<8sIIIIIIQ")  # magic, version, shard, B, flags, narchives, reserved, block_bytes
+HEADER_STRUCT = struct.Struct("<8sIIIIIIQ")  # magic, version, shard, B, flags, narchives, tile_rows, block_bytes
 ARCHIVE_STRUCT = struct.Struct("<II")  # step, rows
 HEADER_CRC_OFFSET = HEADER_SIZE - 4
 
@@ -223,42 +235,45 @@ class Layout:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveOffsets:
-    """Byte offsets, inside a block, of one archive's stamps and counter arrays."""
+    """Byte offsets, inside a block, of one archive's stamps and counter tile arrays."""
 
     stamps: int
     fields: dict[str, int]
+    tiles: int  # tiles in the archive's ring
 
 
 @dataclass(frozen=True, slots=True)
 class BlockGeometry:
-    """Where everything sits inside a block of a given layout and width."""
+    """Where everything sits inside a block of a given layout, width and tile height."""
 
     layout: Layout
     block_columns: int
+    tile_rows: int
     block_bytes: int
     archives: tuple[ArchiveOffsets, ...]
 
     @classmethod
-    def compute(cls, layout: Layout, block_columns: int) -> BlockGeometry:
+    def compute(cls, layout: Layout, block_columns: int, tile_rows: int) -> BlockGeometry:
         pos = _page_align(BLOCK_COLUMNS_OFFSET + block_columns * COLUMN_BYTES)
         archives = []
         for spec in layout.archives:
             stamps = pos
             pos = _page_align(pos + spec.ring * 8)
+            tiles = -(-spec.ring // tile_rows)
             offsets = {}
             for name, dt in layout.fields:
                 offsets[name] = pos
-                pos = _page_align(pos + spec.ring * block_columns * dt.itemsize)
-            archives.append(ArchiveOffsets(stamps, offsets))
-        return cls(layout, block_columns, pos, tuple(archives))
+                pos = _page_align(pos + tiles * tile_rows * block_columns * dt.itemsize)
+            archives.append(ArchiveOffsets(stamps, offsets, tiles))
+        return cls(layout, block_columns, tile_rows, pos, tuple(archives))
 
 
-def pack_header(layout: Layout, shard: int, block_columns: int, block_bytes: int) -> bytes:
+def pack_header(layout: Layout, shard: int, block_columns: int, tile_rows: int, block_bytes: int) -> bytes:
     if not 1 <= len(layout.archives) <= MAX_ARCHIVES:
         raise ValueError(f"a layout has 1 to {MAX_ARCHIVES} archives, not {len(layout.archives)}")
     flags = (FLAG_LAST if layout.with_last else 0) | (FLAG_KEEP_LAST if layout.keep_last else 0)
     head = HEADER_STRUCT.pack(
-        FILE_MAGIC, FORMAT_VERSION, shard, block_columns, flags, len(layout.archives), 0, block_bytes
+        FILE_MAGIC, FORMAT_VERSION, shard, block_columns, flags, len(layout.archives), tile_rows, block_bytes
     )
     archives = b"".join(ARCHIVE_STRUCT.pack(a.step, a.rows) for a in layout.archives)
     archives += b"\0" * ((MAX_ARCHIVES - len(layout.archives)) * ARCHIVE_STRUCT.size)
@@ -274,6 +289,7 @@ class FileHeader:
 
     shard: int
     block_columns: int
+    tile_rows: int
     layout: Layout
     block_bytes: int
 
@@ -282,7 +298,7 @@ def unpack_header(path: str, data: bytes) -> FileHeader:
     """Decode and verify a file header; ``CorruptFileError`` names what is wrong."""
     if len(data) < HEADER_SIZE:
         raise CorruptFileError(path, f"truncated: {len(data)} bytes, a header needs {HEADER_SIZE}")
-    magic, version, shard, block_columns, flags, narchives, _, block_bytes = HEADER_STRUCT.unpack_from(
+    magic, version, shard, block_columns, flags, narchives, tile_rows, block_bytes = HEADER_STRUCT.unpack_from(
         data, 0
     )
     if magic != FILE_MAGIC:
@@ -292,8 +308,10 @@ def unpack_header(path: str, data: bytes) -> FileHeader:
         raise CorruptFileError(path, "header checksum mismatch")
     if version != FORMAT_VERSION:
         raise CorruptFileError(path, f"format version {version}, this program reads {FORMAT_VERSION}")
-    if not 1 <= narchives <= MAX_ARCHIVES or block_columns < 1:
-        raise CorruptFileError(path, f"implausible header: {narchives} archives, {block_columns} columns")
+    if not 1 <= narchives <= MAX_ARCHIVES or block_columns < 1 or tile_rows < 1:
+        raise CorruptFileError(
+            path, f"implausible header: {narchives} archives, {block_columns} columns, {tile_rows} rows per tile"
+        )
     spares_at = HEADER_STRUCT.size + MAX_ARCHIVES * ARCHIVE_STRUCT.size
     archives = tuple(
         ArchiveSpec(
@@ -303,10 +321,10 @@ def unpack_header(path: str, data: bytes) -> FileHeader:
         for i in range(narchives)
     )
     layout = Layout(archives, bool(flags & FLAG_LAST), bool(flags & FLAG_KEEP_LAST))
-    geometry = BlockGeometry.compute(layout, block_columns)
+    geometry = BlockGeometry.compute(layout, block_columns, tile_rows)
     if geometry.block_bytes != block_bytes:
         raise CorruptFileError(path, f"block size {block_bytes} does not match its layout ({geometry.block_bytes})")
-    return FileHeader(shard, block_columns, layout, block_bytes)
+    return FileHeader(shard, block_columns, tile_rows, layout, block_bytes)
 
 
 def column_record(in_use: bool, method: str, xff: float, flags: int = 0) -> np.ndarray:

@@ -229,7 +229,7 @@ class UndoJournal:
             view.stamps[blocks, rows].astype("<i8").tobytes(),
         ]
         for name, _ in shard.layout.fields:
-            parts.append(np.ascontiguousarray(view.fields[name][blocks, rows, :]).tobytes())
+            parts.append(view.row_cells(name, blocks, rows).tobytes())
         for array in (stale_blocks, stale_rows, stale_stamps):
             parts.append(array.astype("<i8").tobytes())
         body = b"".join(parts)
@@ -307,8 +307,8 @@ def restore(records: list[UndoRecord], files: dict[int, ShardFile]) -> int:
         try:
             view.stamps[rec.blocks, rec.rows] = rec.stamps
             for name, cells in rec.cells.items():
-                view.fields[name][rec.blocks, rec.rows, :] = cells
-            view.fields["count"][rec.stale_blocks, rec.stale_rows, :] = 0
+                view.set_row_cells(name, rec.blocks, rec.rows, cells)
+            view.set_row_cells("count", rec.stale_blocks, rec.stale_rows, 0)
             view.stamps[rec.stale_blocks, rec.stale_rows] = rec.stale_stamps
         finally:
             shard.generations[blocks] += 1

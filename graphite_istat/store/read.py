@@ -15,15 +15,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from .format import APPROXIMATE, COUNT_MAX, Layout
-from .shardfile import ShardFile
+from .shardfile import ArchiveView, ShardFile
 
-# Read a block's whole rows when at least 1/DENSE_FRACTION of its columns are wanted.
+# Map a block's pages in one call when at least 1/DENSE_FRACTION of its columns are wanted.
 DENSE_FRACTION = 8
+# Up to this many series, cells are gathered by flat index in one operation per
+# counter; more series are copied tile by tile, one operation per tile.
+FEW_SERIES = 32
 
 
 class StoreBusyError(Exception):
@@ -78,15 +80,6 @@ def choose_grid(layout: Layout, from_t: int, until_t: int, now: int, archive: in
     return TimeGrid(archive, start, end, step)
 
 
-class _BlockRead(NamedTuple):
-    """The series of one block a read wants, and where their rows go in the output."""
-
-    block: int
-    picks: np.ndarray | None  # the block's columns to take, None for all of them in order
-    target: np.ndarray  # output rows, one per pick
-    dense: bool  # enough columns to copy whole rows and pick from them
-
-
 def _row_segments(grid: TimeGrid, rows: int) -> list[tuple[int, int, int]]:
     """(first row, row count, output offset) pieces covering the grid on the ring."""
     first = (grid.start // grid.step) % rows
@@ -95,6 +88,55 @@ def _row_segments(grid: TimeGrid, rows: int) -> list[tuple[int, int, int]]:
         return [(first, n, 0)]
     head = rows - first
     return [(first, head, 0), (0, n - head, head)]
+
+
+def _tile_pieces(segments: list[tuple[int, int, int]], tile_rows: int) -> list[tuple[int, int, int, int]]:
+    """(tile, first row in it, end row in it, output offset): the segments cut at tile edges."""
+    pieces = []
+    for first, length, at in segments:
+        row, end = first, first + length
+        while row < end:
+            tile, lo = divmod(row, tile_rows)
+            hi = min(tile_rows, lo + end - row)
+            pieces.append((tile, lo, hi, at + row - first))
+            row += hi - lo
+    return pieces
+
+
+def _gather_cells(
+    view: ArchiveView,
+    block: np.ndarray,
+    col: np.ndarray,
+    segments: list[tuple[int, int, int]],
+    fields: tuple[str, ...],
+    out: dict[str, np.ndarray],
+) -> None:
+    """A few series: one gather per counter, by flat index."""
+    ring_rows = np.concatenate([np.arange(first, first + length) for first, length, _ in segments])
+    for name in fields:
+        at = view.flat_index(name, block[:, None], ring_rows[None, :], col[:, None])
+        out[name][...] = view.flat[name][at]
+
+
+def _copy_tiles(
+    view: ArchiveView,
+    block: np.ndarray,
+    col: np.ndarray,
+    pieces: list[tuple[int, int, int, int]],
+    current: np.ndarray,
+    fields: tuple[str, ...],
+    out: dict[str, np.ndarray],
+) -> None:
+    """Many series: one gather per tile and counter, each series' run of the tile."""
+    for tile, lo, hi, at in pieces:
+        cells = slice(at, at + hi - lo)
+        if not current[:, cells].any():
+            # no block holds these buckets: nothing to copy
+            for name in fields:
+                out[name][:, cells] = 0
+            continue
+        for name in fields:
+            out[name][:, cells] = view.tiles[name][block, tile, col, lo:hi]
 
 
 def read_columns(
@@ -118,32 +160,17 @@ def read_columns(
         out = {name: np.zeros((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
         out["approximate"] = np.zeros((n, t), dtype=bool)
         return out
-    # Series in (block, column) order, so each block's rows are read once,
-    # contiguously, and its wanted columns picked from them.
     columns = np.asarray(columns, dtype=np.int64)
-    order = np.argsort(columns, kind="stable")
-    in_order = bool((order == np.arange(n)).all())
-    block, col = np.divmod(columns[order], shard.block_columns)
-    blocks, starts = np.unique(block, return_index=True)
-    ends = [*starts[1:].tolist(), n]
-    whole_block = np.arange(shard.block_columns)
-    groups = []
-    for b, lo, hi in zip(blocks.tolist(), starts.tolist(), ends, strict=True):
-        cols = col[lo:hi]
-        groups.append(
-            _BlockRead(
-                block=b,
-                # every column of the block, in order: its rows are used as they are
-                picks=None if hi - lo == shard.block_columns and np.array_equal(cols, whole_block) else cols,
-                target=np.arange(lo, hi) if in_order else order[lo:hi],
-                dense=(hi - lo) * DENSE_FRACTION >= shard.block_columns,
-            )
-        )
+    block, col = np.divmod(columns, shard.block_columns)
+    blocks, series_block = np.unique(block, return_inverse=True)
+    # Blocks read for enough of their columns are mapped in one call per array first.
+    dense = blocks[np.bincount(series_block) * DENSE_FRACTION >= shard.block_columns].tolist()
     buckets = grid.buckets()
     segments = _row_segments(grid, view.rows)
-    # every cell of the output is written by one of the segments below
+    pieces = _tile_pieces(segments, view.tile_rows)
+    # every cell of the output is written by one of the two copies below
     out = {name: np.empty((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
-    block_stamps = np.empty((len(groups), t), dtype=np.int64)
+    block_stamps = np.empty((len(blocks), t), dtype=np.int64)
     ignore_odd = False
     for attempt in range(max_attempts):
         before = shard.generations[blocks].copy()
@@ -157,36 +184,29 @@ def read_columns(
                 time.sleep(0.0002)
             continue
         for first, length, at in segments:
-            rows = slice(first, first + length)
-            cells = slice(at, at + length)
+            block_stamps[:, at : at + length] = view.stamps[blocks, first : first + length]
             if attempt == 0:
-                for group in groups:
-                    if group.dense:
-                        shard.prefault(grid.archive, group.block, first, length, fields)
-            for g, group in enumerate(groups):
-                b, picks = group.block, group.picks
-                block_stamps[g, cells] = view.stamps[b, rows]
-                for name in fields:
-                    if picks is None:
-                        part = view.fields[name][b, rows].T
-                    elif group.dense:  # copy whole rows, then pick: sequential memory access
-                        part = view.fields[name][b, rows][:, picks].T
-                    else:  # a few columns: strided gathers touch less memory
-                        part = view.fields[name][np.full(len(picks), b), rows, picks]
-                    if in_order:
-                        out[name][group.target[0] : group.target[-1] + 1, cells] = part
-                    else:
-                        out[name][group.target, cells] = part
+                for b in dense:
+                    shard.prefault(grid.archive, b, first, length, fields)
+        current = block_stamps == buckets[None, :]
+        if n <= FEW_SERIES:
+            _gather_cells(view, block, col, segments, fields, out)
+        else:
+            _copy_tiles(view, block, col, pieces, current, fields, out)
         if np.array_equal(shard.generations[blocks], before):
             break
     else:
         raise StoreBusyError(f"{shard.path}: could not read a consistent copy in {max_attempts} attempts")
-    # rows of a block whose stamp is another bucket's (stale ring rows) are empty
-    stale = block_stamps != buckets[None, :]
-    if stale.any():
-        for g in np.flatnonzero(stale.any(axis=1)).tolist():
-            out["count"][np.ix_(groups[g].target, np.flatnonzero(stale[g]))] = 0
     raw = out["count"]
-    out["approximate"] = (raw & APPROXIMATE) != 0
-    raw &= COUNT_MAX
+    if not current.all():
+        # rows of a block whose stamp is another bucket's (stale ring rows) are empty
+        cells = np.flatnonzero(~current.all(axis=0))
+        part = raw[:, cells]
+        part[~current[series_block[:, None], cells[None, :]]] = 0
+        raw[:, cells] = part
+    if int(raw.max()) >= APPROXIMATE:
+        out["approximate"] = (raw & APPROXIMATE) != 0
+        raw &= COUNT_MAX
+    else:
+        out["approximate"] = np.zeros((n, t), dtype=bool)
     return out

@@ -2,10 +2,11 @@
 
 The byte layout is documented in ``format.py``. This module turns it into
 arrays: for every archive a ``stamps`` array of shape (blocks, rows) and one
-array per sub-counter of shape (blocks, rows, block_columns), all strided
-views into a single shared memory map of the whole file, so a batch is
-applied to a file with a few fancy-indexing operations however many blocks
-it spans. Column bookkeeping (which columns are in use, their aggregation
+array per sub-counter of shape (blocks, tiles, block_columns, tile_rows), all
+strided views into a single shared memory map of the whole file, so a batch
+is applied to a file with a few fancy-indexing operations however many blocks
+it spans. ``ArchiveView`` addresses cells by (block, row, column) and hides
+the tiling from everything but the bulk read. Column bookkeeping (which columns are in use, their aggregation
 method and xFilesFactor) lives here too.
 """
 
@@ -27,6 +28,7 @@ from .format import (
     COLUMN_BYTES,
     COLUMN_DTYPE,
     HEADER_SIZE,
+    TILE_ROWS,
     BlockGeometry,
     CorruptFileError,
     FileHeader,
@@ -37,7 +39,6 @@ from .format import (
 )
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
-ALLOCATION_ROWS = 64  # rows given disk space at a time by ensure_allocated
 
 
 def fsync_directory(path: Path) -> None:
@@ -52,21 +53,43 @@ def fsync_directory(path: Path) -> None:
 class ArchiveView:
     """Arrays of one archive across all blocks of a file.
 
-    ``fields`` are 3-d views (block, row, column). ``flat`` are 1-d views of
-    the same memory starting at block 0, row 0, column 0 of each field, for
-    fast gathers and scatters: the element of (block, row, column) is at
-    ``block * flat_block_stride[field] + row * block_columns + column``.
+    ``tiles`` are 4-d views (block, tile, column, row in tile) of each
+    counter: the cell (block b, row r, column c) is
+    ``tiles[name][b, r // tile_rows, c, r % tile_rows]``. ``flat`` are 1-d
+    views of the same memory from block 0's first tile, for gathers and
+    scatters of scattered cells by ``flat_index``.
     """
 
     step: int
     rows: int  # rows in the ring (retention plus spare)
+    tile_rows: int
+    block_columns: int
     stamps: np.ndarray  # (blocks, rows) int64
-    fields: dict[str, np.ndarray]  # name -> (blocks, rows, block_columns)
+    tiles: dict[str, np.ndarray]  # name -> (blocks, tiles, block_columns, tile_rows)
     flat: dict[str, np.ndarray]  # name -> 1-d view
     flat_block_stride: dict[str, int]  # name -> elements from one block to the next
 
-    def flat_index(self, field: str, block: np.ndarray, row: np.ndarray, col: np.ndarray, block_columns: int) -> np.ndarray:
-        return block * self.flat_block_stride[field] + row * block_columns + col
+    def flat_index(self, field: str, block: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        tile, within = np.divmod(row, self.tile_rows)
+        return (
+            block * self.flat_block_stride[field]
+            + tile * (self.block_columns * self.tile_rows)
+            + col * self.tile_rows
+            + within
+        )
+
+    def cells(self, field: str, block: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Cells of (block, row, column) triples (broadcast together)."""
+        return self.flat[field][self.flat_index(field, block, row, col)]
+
+    def row_cells(self, field: str, blocks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Every column of (block, row) pairs: shape (pairs, block_columns)."""
+        tile, within = np.divmod(rows, self.tile_rows)
+        return self.tiles[field][blocks, tile, :, within]
+
+    def set_row_cells(self, field: str, blocks: np.ndarray, rows: np.ndarray, values: np.ndarray | int) -> None:
+        tile, within = np.divmod(rows, self.tile_rows)
+        self.tiles[field][blocks, tile, :, within] = values
 
 
 class ShardFile:
@@ -77,7 +100,8 @@ class ShardFile:
         self.header = header
         self.layout: Layout = header.layout
         self.block_columns = header.block_columns
-        self.geometry = BlockGeometry.compute(header.layout, header.block_columns)
+        self.tile_rows = header.tile_rows
+        self.geometry = BlockGeometry.compute(header.layout, header.block_columns, header.tile_rows)
         self.writable = writable
         self._fd = fd
         self._map: mmap.mmap | None = None
@@ -91,10 +115,12 @@ class ShardFile:
     # -- life cycle -------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, layout: Layout, shard: int, block_columns: int) -> ShardFile:
+    def create(
+        cls, path: Path, layout: Layout, shard: int, block_columns: int, tile_rows: int = TILE_ROWS
+    ) -> ShardFile:
         """Create an empty file (header only) crash-atomically and open it for writing."""
-        geometry = BlockGeometry.compute(layout, block_columns)
-        header = pack_header(layout, shard, block_columns, geometry.block_bytes)
+        geometry = BlockGeometry.compute(layout, block_columns, tile_rows)
+        header = pack_header(layout, shard, block_columns, tile_rows, geometry.block_bytes)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(header)
@@ -178,25 +204,43 @@ class ShardFile:
             offset=HEADER_SIZE + BLOCK_COLUMNS_OFFSET,
             strides=(bb, COLUMN_BYTES),
         )
+        T = self.tile_rows
         views = []
         for spec, offsets in zip(self.layout.archives, self.geometry.archives, strict=True):
             stamps = np.ndarray(
                 (nblocks, spec.ring), np.int64, buffer=mm, offset=HEADER_SIZE + offsets.stamps, strides=(bb, 8)
             )
-            fields, flat, flat_stride = {}, {}, {}
+            tiles, flat, flat_stride = {}, {}, {}
             for name, dt in self.layout.fields:
                 start = HEADER_SIZE + offsets.fields[name]
-                fields[name] = np.ndarray(
-                    (nblocks, spec.ring, B), dt, buffer=mm, offset=start, strides=(bb, B * dt.itemsize, dt.itemsize)
+                size = dt.itemsize
+                tiles[name] = np.ndarray(
+                    (nblocks, offsets.tiles, B, T),
+                    dt,
+                    buffer=mm,
+                    offset=start,
+                    strides=(bb, B * T * size, T * size, size),
                 )
-                flat[name] = np.ndarray(((length - start) // dt.itemsize,), dt, buffer=mm, offset=start)
-                flat_stride[name] = bb // dt.itemsize
-            views.append(ArchiveView(spec.step, spec.ring, stamps, fields, flat, flat_stride))
+                flat[name] = np.ndarray(((length - start) // size,), dt, buffer=mm, offset=start)
+                flat_stride[name] = bb // size
+            views.append(ArchiveView(spec.step, spec.ring, T, B, stamps, tiles, flat, flat_stride))
         self.archives = tuple(views)
-        # Which ALLOCATION_ROWS-row chunks of each archive and block are known
-        # to have disk space (see ensure_allocated); unknown after a remap.
-        self._chunks_per_block = [-(-v.rows // ALLOCATION_ROWS) for v in views]
-        self._allocated = [np.zeros(nblocks * c, dtype=bool) for c in self._chunks_per_block]
+        # Which tiles of each archive and block are known to have disk space
+        # (see ensure_allocated); unknown after a remap.
+        self._allocated = [np.zeros(nblocks * o.tiles, dtype=bool) for o in self.geometry.archives]
+
+    def _tile_spans(self, archive: int, first_tile: int, tiles: int, fields) -> list[tuple[int, int]]:
+        """(offset in the block, length) of a run of whole tiles of each of ``fields``."""
+        offsets = self.geometry.archives[archive]
+        itemsizes = dict(self.layout.fields)
+        tile_elements = self.tile_rows * self.block_columns
+        return [
+            (
+                offsets.fields[name] + first_tile * tile_elements * itemsizes[name].itemsize,
+                tiles * tile_elements * itemsizes[name].itemsize,
+            )
+            for name in fields
+        ]
 
     def prefault(self, archive: int, block: int, first_row: int, rows: int, fields: tuple[str, ...]) -> None:
         """Map the pages of a row range in one call per array before a read copies from them.
@@ -209,12 +253,10 @@ class ShardFile:
         if mm is None or not self._populate_ok:
             return
         base = HEADER_SIZE + block * self.header.block_bytes
-        offsets = self.geometry.archives[archive]
-        spans = [(offsets.stamps + first_row * 8, rows * 8)]
-        itemsizes = dict(self.layout.fields)
-        for name in fields:
-            size = itemsizes[name].itemsize * self.block_columns
-            spans.append((offsets.fields[name] + first_row * size, rows * size))
+        first_tile = first_row // self.tile_rows
+        tiles = (first_row + rows - 1) // self.tile_rows + 1 - first_tile
+        spans = [(self.geometry.archives[archive].stamps + first_row * 8, rows * 8)]
+        spans += self._tile_spans(archive, first_tile, tiles, fields)
         for offset, length in spans:
             start = base + offset
             aligned = start - start % mmap.PAGESIZE
@@ -244,31 +286,30 @@ class ShardFile:
         BLOCK_HEADER_STRUCT.pack_into(self._map, start, BLOCK_MAGIC, block, 0)
 
     def ensure_allocated(self, archive: int, blocks: np.ndarray, rows: np.ndarray) -> None:
-        """Give disk space to the pages of these rows (all counters) before they are written.
+        """Give disk space to the tiles of these rows (all counters) before they are written.
 
         A write through the map into a hole of a sparse file on a full file
         system kills the process with SIGBUS; ``posix_fallocate`` turns that
         into an ``OSError`` (ENOSPC) raised before anything changed. Space is
-        claimed ALLOCATION_ROWS rows at a time and remembered, so a write
-        rarely makes a system call here.
+        claimed a tile at a time and remembered, so a write rarely makes a
+        system call here.
         """
         view = self.archives[archive]
         done = self._allocated[archive]
-        chunks = np.unique(blocks * self._chunks_per_block[archive] + rows // ALLOCATION_ROWS)
+        per_block = self.geometry.archives[archive].tiles
+        chunks = np.unique(blocks * per_block + rows // self.tile_rows)
         chunks = chunks[~done[chunks]]
         if not len(chunks):
             return
-        offsets = self.geometry.archives[archive]
-        itemsizes = [(offsets.stamps, 8)] + [
-            (offsets.fields[name], dt.itemsize * self.block_columns) for name, dt in self.layout.fields
-        ]
+        stamps_at = self.geometry.archives[archive].stamps
+        names = [name for name, _ in self.layout.fields]
         for chunk in chunks.tolist():
-            block, first = divmod(chunk, self._chunks_per_block[archive])
-            first *= ALLOCATION_ROWS
-            count = min(ALLOCATION_ROWS, view.rows - first)
+            block, tile = divmod(chunk, per_block)
+            first = tile * self.tile_rows
+            count = min(self.tile_rows, view.rows - first)
             base = HEADER_SIZE + block * self.header.block_bytes
-            for region, row_bytes in itemsizes:
-                os.posix_fallocate(self._fd, base + region + first * row_bytes, count * row_bytes)
+            for offset, length in [(stamps_at + first * 8, count * 8), *self._tile_spans(archive, tile, 1, names)]:
+                os.posix_fallocate(self._fd, base + offset, length)
             done[chunk] = True
 
     def _repair_uninitialised_blocks(self) -> None:
@@ -348,9 +389,8 @@ class ShardFile:
         gen[block] += 1
         try:
             for view in self.archives:
-                counts = view.fields["count"][block, :, col]
-                rows = np.flatnonzero(counts)
-                view.fields["count"][block, rows, col] = 0
+                counts = view.tiles["count"][block, :, col, :]  # a view: (tiles, tile_rows)
+                counts[counts != 0] = 0
         finally:
             gen[block] += 1
         _, method, xff = self.column_info(column)

@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from .format import (
     FORMAT_VERSION,
     MAX_ARCHIVES,
     METHOD_CODES,
+    TILE_ROWS,
     ArchiveSpec,
     CorruptFileError,
     FormatError,
@@ -76,6 +77,7 @@ class StoreOptions:
     block_columns: int = 128
     future_limit: int = 600  # seconds a point may be ahead of now
     fsync_interval: float = 10.0  # 0: fsync at the end of every write
+    tile_rows: int = TILE_ROWS  # rows per tile in the shard files (see format.py)
 
     @classmethod
     def from_carbon_conf(cls, conf: CarbonConf) -> StoreOptions:
@@ -252,6 +254,7 @@ class Store:
                 "version": FORMAT_VERSION,
                 "shards": options.shards,
                 "block_columns": options.block_columns,
+                "tile_rows": options.tile_rows,
             }
             tmp = path.with_name(STORE_META + ".tmp")
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -267,9 +270,10 @@ class Store:
             if meta.get("version") != FORMAT_VERSION:
                 raise CorruptFileError(str(path), f"format version {meta.get('version')}, expected {FORMAT_VERSION}")
             shards, block_columns = int(meta["shards"]), int(meta["block_columns"])
+            tile_rows = int(meta["tile_rows"])
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptFileError(str(path), f"unreadable: {e}") from e
-        return StoreOptions(shards, block_columns, options.future_limit, options.fsync_interval)
+        return replace(options, shards=shards, block_columns=block_columns, tile_rows=tile_rows)
 
     def _file_path(self, file_no: int) -> Path:
         return self.directory / DATA_DIR / f"{file_no:05d}.ist"
@@ -385,7 +389,9 @@ class Store:
         if file_no is None:
             file_no = self._next_file_no
             self._next_file_no += 1
-            shard_file = ShardFile.create(self._file_path(file_no), layout, shard, self.options.block_columns)
+            shard_file = ShardFile.create(
+                self._file_path(file_no), layout, shard, self.options.block_columns, self.options.tile_rows
+            )
             self._files[file_no] = shard_file
             self._file_for_key[key] = file_no
         column = self._files[file_no].allocate_column(method, xff)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .format import APPROXIMATE, COUNT_MAX
+from .format import COUNT_MAX
+from .kernels import merge_cells
 from .shardfile import ArchiveView, ShardFile
 
 # Called before rows of an archive change, with (archive, blocks, rows) of the
@@ -213,26 +214,24 @@ def merge_runs(
     flat = view.flat
     i_count = view.flat_index("count", cells.block, cells.row, cells.col)
     i_f8 = view.flat_index("sum", cells.block, cells.row, cells.col)  # all float64 fields share it
-    old_raw = flat["count"][i_count].astype(np.int64)
-    old_count = old_raw & COUNT_MAX
-    if replace:
-        fresh = np.ones(len(runs), dtype=bool)
-        new_count = np.minimum(runs.count, COUNT_MAX) | (APPROXIMATE if approximate else 0)
-    else:
-        fresh = old_count == 0
-        flag = np.where(fresh, 0, old_raw & APPROXIMATE) | (APPROXIMATE if approximate else 0)
-        new_count = np.minimum(old_count + runs.count, COUNT_MAX) | flag
-    flat["count"][i_count] = new_count
-    if fresh.all():
-        flat["sum"][i_f8] = runs.sum
-        flat["sumsq"][i_f8] = runs.sumsq
-        flat["min"][i_f8] = runs.min
-        flat["max"][i_f8] = runs.max
-    else:
-        flat["sum"][i_f8] = np.where(fresh, runs.sum, flat["sum"][i_f8] + runs.sum)
-        flat["sumsq"][i_f8] = np.where(fresh, runs.sumsq, flat["sumsq"][i_f8] + runs.sumsq)
-        flat["min"][i_f8] = np.where(fresh, runs.min, np.minimum(flat["min"][i_f8], runs.min))
-        flat["max"][i_f8] = np.where(fresh, runs.max, np.maximum(flat["max"][i_f8], runs.max))
+    fresh = np.empty(len(runs), dtype=np.bool_)
+    merge_cells(
+        flat["count"],
+        flat["sum"],
+        flat["sumsq"],
+        flat["min"],
+        flat["max"],
+        i_count,
+        i_f8,
+        runs.count,
+        runs.sum,
+        runs.sumsq,
+        runs.min,
+        runs.max,
+        replace,
+        approximate,
+        fresh,
+    )
     if "last" in flat:
         i_i4 = view.flat_index("last_offset", cells.block, cells.row, cells.col)
         offset = (runs.last_ts - runs.bucket).astype(np.int32)

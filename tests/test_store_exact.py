@@ -447,3 +447,40 @@ def test_a_bulk_read_gives_each_metric_what_reading_it_alone_gives(
             if archive == 0:
                 silent = bulk[asked[0]].buckets % 7 == 0
                 assert silent.any() and (bulk[asked[0]].stats["count"][silent] == 0).all()
+
+
+FUSED = ("average", "sum", "min", "max", "avg_zero")
+
+
+@pytest.mark.parametrize("tile_rows", [64, 7])
+@pytest.mark.parametrize("methods", [FUSED, METHODS], ids=["fused methods", "every method"])
+def test_fetch_values_gives_what_fetch_and_default_values_give(tmp_path: Path, tile_rows, methods) -> None:
+    """Every archive, xFilesFactor and method, with gaps and reused ring rows, in any order: exactly equal."""
+    from graphite_istat.store.store import DEFAULT_VALUE
+
+    now = 1_600_000_000
+    rng = np.random.default_rng(5)
+    names = [f"agg.{m}.{code}" for m in methods for code in AGG_XFFS]
+    # a future limit of 2 s: rings of 62, 61 and 61 rows; the finest one goes round twice
+    with _one_metric_store(tmp_path, shards=2, tile_rows=tile_rows, future_limit=2) as store:
+        for t in range(now - 150, now):  # rows reused, and those of the gaps left holding older buckets
+            if t % 11 == 0:
+                continue
+            senders = [n for n in names if rng.random() < 0.6]
+            points = [(n, t, float(rng.normal(0, 5))) for n in senders for _ in range(int(rng.integers(1, 3)))]
+            store.write(WriteBatch.from_points(points), now=t + 1)
+        asked = list(names)
+        rng.shuffle(asked)
+        for archive in range(3):
+            fused = store.fetch_values(asked, 0, now, now=now, archive=archive)
+            counted = store.fetch(asked, 0, now, now=now, fields=(DEFAULT_VALUE,), archive=archive)
+            expected = {name: (grid, s.default_values()[row]) for name, grid, s, row in counted.series()}
+            got = {name: (grid, s.default_values()[row]) for name, grid, s, row in fused.series()}
+            assert got.keys() == expected.keys() == set(names)
+            shown = 0
+            for name, (grid, values) in expected.items():
+                assert got[name][0] == grid
+                np.testing.assert_array_equal(got[name][1], values, err_msg=f"{name} archive {archive}")
+                shown += int(np.isfinite(values).sum())
+            assert shown > 0
+            assert all(not s.counters for s in fused.sets)

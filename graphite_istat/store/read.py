@@ -19,13 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .format import APPROXIMATE, COUNT_MAX, Layout
+from .kernels import copy_tile_runs, values_from_tiles
 from .shardfile import ArchiveView, ShardFile
+from .stats import least_count
 
 # Map a block's pages in one call when at least 1/DENSE_FRACTION of its columns are wanted.
 DENSE_FRACTION = 8
-# Up to this many series, cells are gathered by flat index in one operation per
-# counter; more series are copied tile by tile, one operation per tile.
-FEW_SERIES = 32
 
 
 class StoreBusyError(Exception):
@@ -90,53 +89,84 @@ def _row_segments(grid: TimeGrid, rows: int) -> list[tuple[int, int, int]]:
     return [(first, head, 0), (0, n - head, head)]
 
 
-def _tile_pieces(segments: list[tuple[int, int, int]], tile_rows: int) -> list[tuple[int, int, int, int]]:
-    """(tile, first row in it, end row in it, output offset): the segments cut at tile edges."""
-    pieces = []
+def _tile_pieces(segments: list[tuple[int, int, int]], tile_rows: int) -> np.ndarray:
+    """The segments cut at tile edges: rows (tile, first row in it, end row in it, output offset)."""
+    parts = []
     for first, length, at in segments:
-        row, end = first, first + length
-        while row < end:
-            tile, lo = divmod(row, tile_rows)
-            hi = min(tile_rows, lo + end - row)
-            pieces.append((tile, lo, hi, at + row - first))
-            row += hi - lo
-    return pieces
+        end = first + length
+        tile = np.arange(first // tile_rows, (end - 1) // tile_rows + 1, dtype=np.int64)
+        start = tile * tile_rows
+        lo = np.maximum(first, start) - start
+        hi = np.minimum(end, start + tile_rows) - start
+        parts.append(np.stack((tile, lo, hi, at + start + lo - first), axis=1))
+    return np.concatenate(parts)
 
 
-def _gather_cells(
-    view: ArchiveView,
-    block: np.ndarray,
-    col: np.ndarray,
-    segments: list[tuple[int, int, int]],
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """Where the series of a read live, and the pieces of tiles the grid covers."""
+
+    block: np.ndarray  # per series
+    col: np.ndarray  # per series
+    blocks: np.ndarray  # the distinct blocks, sorted
+    series_block: np.ndarray  # per series, its index in blocks
+    dense: list[int]  # blocks read for enough columns to map their pages in one call
+    segments: list[tuple[int, int, int]]
+    pieces: np.ndarray  # rows of (tile, lo, hi, output offset)
+
+    @classmethod
+    def make(cls, shard: ShardFile, view: ArchiveView, columns: np.ndarray, grid: TimeGrid) -> _ReadPlan:
+        block, col = np.divmod(np.asarray(columns, dtype=np.int64), shard.block_columns)
+        blocks, series_block = np.unique(block, return_inverse=True)
+        dense = blocks[np.bincount(series_block) * DENSE_FRACTION >= shard.block_columns].tolist()
+        segments = _row_segments(grid, view.rows)
+        return cls(block, col, blocks, series_block, dense, segments, _tile_pieces(segments, view.tile_rows))
+
+    def held_pieces(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pieces some block holds buckets of, pieces none does)."""
+        held = np.logical_or.reduceat(current.any(axis=0), self.pieces[:, 3])
+        return self.pieces[held], self.pieces[~held]
+
+
+def _read_consistently(
+    shard: ShardFile,
+    grid: TimeGrid,
+    plan: _ReadPlan,
     fields: tuple[str, ...],
-    out: dict[str, np.ndarray],
-) -> None:
-    """A few series: one gather per counter, by flat index."""
-    ring_rows = np.concatenate([np.arange(first, first + length) for first, length, _ in segments])
-    for name in fields:
-        at = view.flat_index(name, block[:, None], ring_rows[None, :], col[:, None])
-        out[name][...] = view.flat[name][at]
+    copy: Callable[[np.ndarray], None],
+    max_attempts: int,
+    writer_alive: Callable[[], bool] | None,
+) -> np.ndarray:
+    """Run ``copy(current)`` between two equal reads of the blocks' generations (the seqlock).
 
-
-def _copy_tiles(
-    view: ArchiveView,
-    block: np.ndarray,
-    col: np.ndarray,
-    pieces: list[tuple[int, int, int, int]],
-    current: np.ndarray,
-    fields: tuple[str, ...],
-    out: dict[str, np.ndarray],
-) -> None:
-    """Many series: one gather per tile and counter, each series' run of the tile."""
-    for tile, lo, hi, at in pieces:
-        cells = slice(at, at + hi - lo)
-        if not current[:, cells].any():
-            # no block holds these buckets: nothing to copy
-            for name in fields:
-                out[name][:, cells] = 0
+    ``current`` (blocks x grid points) tells which cells' rows hold the grid's
+    bucket; it is returned as it was for the copy that succeeded.
+    """
+    view = shard.archives[grid.archive]
+    buckets = grid.buckets()
+    block_stamps = np.empty((len(plan.blocks), grid.points), dtype=np.int64)
+    ignore_odd = False
+    for attempt in range(max_attempts):
+        before = shard.generations[plan.blocks].copy()
+        if (before & 1).any() and not ignore_odd:
+            # An odd generation that stays odd may be left by a writer that
+            # was killed mid-batch; with no writer alive nobody will finish it
+            # (the next writer's open repairs it), so read what is there.
+            if attempt % 100 == 99 and writer_alive is not None and not writer_alive():
+                ignore_odd = True
+            else:
+                time.sleep(0.0002)
             continue
-        for name in fields:
-            out[name][:, cells] = view.tiles[name][block, tile, col, lo:hi]
+        for first, length, at in plan.segments:
+            block_stamps[:, at : at + length] = view.stamps[plan.blocks, first : first + length]
+            if attempt == 0:
+                for b in plan.dense:
+                    shard.prefault(grid.archive, b, first, length, fields)
+        current = block_stamps == buckets[None, :]
+        copy(current)
+        if np.array_equal(shard.generations[plan.blocks], before):
+            return current
+    raise StoreBusyError(f"{shard.path}: could not read a consistent copy in {max_attempts} attempts")
 
 
 def read_columns(
@@ -160,53 +190,96 @@ def read_columns(
         out = {name: np.zeros((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
         out["approximate"] = np.zeros((n, t), dtype=bool)
         return out
-    columns = np.asarray(columns, dtype=np.int64)
-    block, col = np.divmod(columns, shard.block_columns)
-    blocks, series_block = np.unique(block, return_inverse=True)
-    # Blocks read for enough of their columns are mapped in one call per array first.
-    dense = blocks[np.bincount(series_block) * DENSE_FRACTION >= shard.block_columns].tolist()
-    buckets = grid.buckets()
-    segments = _row_segments(grid, view.rows)
-    pieces = _tile_pieces(segments, view.tile_rows)
-    # every cell of the output is written by one of the two copies below
+    plan = _ReadPlan.make(shard, view, columns, grid)
+    # every cell of the output is written by copy
     out = {name: np.empty((n, t), dtype=np.int64 if name == "count" else np.float64) for name in fields}
-    block_stamps = np.empty((len(blocks), t), dtype=np.int64)
-    ignore_odd = False
-    for attempt in range(max_attempts):
-        before = shard.generations[blocks].copy()
-        if (before & 1).any() and not ignore_odd:
-            # An odd generation that stays odd may be left by a writer that
-            # was killed mid-batch; with no writer alive nobody will finish it
-            # (the next writer's open repairs it), so read what is there.
-            if attempt % 100 == 99 and writer_alive is not None and not writer_alive():
-                ignore_odd = True
-            else:
-                time.sleep(0.0002)
-            continue
-        for first, length, at in segments:
-            block_stamps[:, at : at + length] = view.stamps[blocks, first : first + length]
-            if attempt == 0:
-                for b in dense:
-                    shard.prefault(grid.archive, b, first, length, fields)
-        current = block_stamps == buckets[None, :]
-        if n <= FEW_SERIES:
-            _gather_cells(view, block, col, segments, fields, out)
-        else:
-            _copy_tiles(view, block, col, pieces, current, fields, out)
-        if np.array_equal(shard.generations[blocks], before):
-            break
-    else:
-        raise StoreBusyError(f"{shard.path}: could not read a consistent copy in {max_attempts} attempts")
+
+    def copy(current: np.ndarray) -> None:
+        pieces, empty = plan.held_pieces(current)
+        for _, lo, hi, at in empty.tolist():
+            for name in fields:
+                out[name][:, at : at + hi - lo] = 0
+        for name in fields:
+            copy_tile_runs(view.tiles[name], plan.block, plan.col, pieces, out[name])
+
+    current = _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     raw = out["count"]
     if not current.all():
         # rows of a block whose stamp is another bucket's (stale ring rows) are empty
         cells = np.flatnonzero(~current.all(axis=0))
         part = raw[:, cells]
-        part[~current[series_block[:, None], cells[None, :]]] = 0
+        part[~current[plan.series_block[:, None], cells[None, :]]] = 0
         raw[:, cells] = part
     if int(raw.max()) >= APPROXIMATE:
         out["approximate"] = (raw & APPROXIMATE) != 0
         raw &= COUNT_MAX
     else:
         out["approximate"] = np.zeros((n, t), dtype=bool)
+    return out
+
+
+# Aggregation methods whose default value read_values makes straight from the
+# tiles: the counter it takes, and whether it is divided by the count.
+FUSED_METHODS: dict[str, tuple[str, bool]] = {
+    "average": ("sum", True),
+    "sum": ("sum", False),
+    "min": ("min", False),
+    "max": ("max", False),
+    "avg_zero": ("sum", False),
+}
+
+
+def read_values(
+    shard: ShardFile,
+    columns: np.ndarray,
+    grid: TimeGrid,
+    methods: list[str],
+    x_files_factors: list[float],
+    *,
+    max_attempts: int = 2000,
+    writer_alive: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Default values of ``columns`` on ``grid`` (len(columns), grid.points), NaN where not shown.
+
+    The same values as ``aggregate`` over ``read_columns``' counters, made in
+    one pass over the tiles without the counters in between. Every method
+    must be one of ``FUSED_METHODS``.
+    """
+    n, t = len(columns), grid.points
+    view = shard.archives[grid.archive] if shard.nblocks else None
+    if view is None or n == 0 or t == 0:
+        return np.full((n, t), np.nan)
+    out = np.empty((n, t))  # every cell is written by copy
+    plan = _ReadPlan.make(shard, view, columns, grid)
+    finest = shard.layout.finest_step
+    least = np.array([least_count(grid.step, finest, xff) for xff in x_files_factors])
+    groups: dict[str, list[int]] = {}
+    for row, method in enumerate(methods):
+        groups.setdefault(method, []).append(row)
+    fields = tuple(dict.fromkeys(("count", *(FUSED_METHODS[m][0] for m in groups))))
+
+    def copy(current: np.ndarray) -> None:
+        pieces, empty = plan.held_pieces(current)
+        for _, lo, hi, at in empty.tolist():
+            out[:, at : at + hi - lo] = np.nan
+        for method, rows in groups.items():
+            field, per_point = FUSED_METHODS[method]
+            divisor = grid.step / finest if method == "avg_zero" else 1.0
+            pick = np.array(rows, dtype=np.int64)
+            values_from_tiles(
+                view.tiles["count"],
+                view.tiles[field],
+                plan.block[pick],
+                plan.col[pick],
+                pieces,
+                current,
+                plan.series_block[pick],
+                least[pick],
+                per_point,
+                divisor,
+                pick,
+                out,
+            )
+
+    _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     return out

@@ -228,6 +228,8 @@ class ShardFile:
         # Which tiles of each archive and block are known to have disk space
         # (see ensure_allocated); unknown after a remap.
         self._allocated = [np.zeros(nblocks * o.tiles, dtype=bool) for o in self.geometry.archives]
+        # Which tiles of each archive, block and counter this mapping has populated (see prefault).
+        self._populated: dict[tuple[int, str], np.ndarray] = {}
 
     def _tile_spans(self, archive: int, first_tile: int, tiles: int, fields) -> list[tuple[int, int]]:
         """(offset in the block, length) of a run of whole tiles of each of ``fields``."""
@@ -246,17 +248,30 @@ class ShardFile:
         """Map the pages of a row range in one call per array before a read copies from them.
 
         A first read of a block otherwise takes one page fault per 4 KiB page,
-        which dominates a cold read. Best effort: kernels without
-        MADV_POPULATE_READ (Linux < 5.14) fall back to faulting page by page.
+        which dominates a cold read. Tiles this mapping has populated once are
+        not asked for again. Best effort: kernels without MADV_POPULATE_READ
+        (Linux < 5.14) fall back to faulting page by page.
         """
         mm = self._map
         if mm is None or not self._populate_ok:
             return
-        base = HEADER_SIZE + block * self.header.block_bytes
         first_tile = first_row // self.tile_rows
-        tiles = (first_row + rows - 1) // self.tile_rows + 1 - first_tile
+        end_tile = (first_row + rows - 1) // self.tile_rows + 1
+        per_block = self.geometry.archives[archive].tiles
+        tiles = slice(block * per_block + first_tile, block * per_block + end_tile)
+        missing = []
+        for name in fields:
+            done = self._populated.get((archive, name))
+            if done is None:
+                done = self._populated[(archive, name)] = np.zeros(self.nblocks * per_block, dtype=bool)
+            if not done[tiles].all():
+                missing.append(name)
+                done[tiles] = True
+        if not missing:
+            return
+        base = HEADER_SIZE + block * self.header.block_bytes
         spans = [(self.geometry.archives[archive].stamps + first_row * 8, rows * 8)]
-        spans += self._tile_spans(archive, first_tile, tiles, fields)
+        spans += self._tile_spans(archive, first_tile, end_tile - first_tile, missing)
         for offset, length in spans:
             start = base + offset
             aligned = start - start % mmap.PAGESIZE

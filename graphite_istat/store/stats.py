@@ -119,9 +119,12 @@ def aggregate(
             values = np.where(pick_hi, hi, lo)
         else:
             raise UnknownStatError(f"unknown aggregation method {method!r}")
-    # Hidden: empty buckets, and with xFilesFactor coarse buckets of too few points.
-    least = 1.0
-    if step > finest_step and x_files_factor > 0:
-        least = max(least, x_files_factor * (step / finest_step))
-    np.putmask(values, count < least, np.nan)
+    np.putmask(values, count < least_count(step, finest_step, x_files_factor), np.nan)
     return values
+
+
+def least_count(step: int, finest_step: int, x_files_factor: float) -> float:
+    """The fewest points a bucket of ``step`` needs for its default value to show (see xFilesFactor)."""
+    if step > finest_step and x_files_factor > 0:
+        return max(1.0, x_files_factor * (step / finest_step))
+    return 1.0

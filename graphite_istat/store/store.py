@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -47,9 +47,9 @@ from .format import (
 from .journal import SEQUENCES_NAME, UNDO_NAME, SequenceTable, UndoJournal, decode_records, restore
 from .lock import WriterLock, writer_alive
 from .names import InvalidNameError, NameIndex, encode_name
-from .read import TimeGrid, choose_grid, read_columns
+from .read import FUSED_METHODS, TimeGrid, choose_grid, read_columns, read_values
 from .shardfile import ShardFile, fsync_directory
-from .stats import METHOD_NEEDS, NEEDS, SUB_COUNTERS, aggregate, derive
+from .stats import METHOD_NEEDS, NEEDS, SUB_COUNTERS, UnknownStatError, aggregate, derive
 
 STORE_META = "store.json"
 DATA_DIR = "data"
@@ -105,7 +105,11 @@ class MetricInfo:
 
 @dataclass(slots=True)
 class SeriesSet:
-    """Sub-counters of several series on one time grid (all from one shard file)."""
+    """Sub-counters of several series on one time grid (all from one shard file).
+
+    A set read by ``Store.fetch_values`` holds the default values only
+    (``values``) and no counters.
+    """
 
     names: list[str]
     grid: TimeGrid
@@ -113,20 +117,25 @@ class SeriesSet:
     methods: list[str]
     x_files_factors: list[float]
     finest_step: int
+    values: np.ndarray | None = None  # default values, when read without the counters
 
     def stat(self, stat: str) -> np.ndarray:
         """avg, count, sum, sumsq, min, max, stddev or last, NaN where empty."""
+        if "count" not in self.counters:
+            raise UnknownStatError(f"{stat!r}: this set holds default values only (read by fetch_values)")
         return derive(stat, self.counters)
 
     def default_values(self) -> np.ndarray:
         """Each series' aggregation-method value, xFilesFactor applied."""
+        if self.values is not None:
+            return self.values
         groups = {(m, x) for m, x in zip(self.methods, self.x_files_factors, strict=True)}
         if len(groups) == 1:
             ((method, xff),) = groups
             return aggregate(
                 method, self.counters, step=self.grid.step, finest_step=self.finest_step, x_files_factor=xff
             )
-        out = np.empty((len(self.names), self.grid.points), dtype=np.float64)
+        out = np.empty((len(self.methods), self.grid.points), dtype=np.float64)
         methods = np.array(self.methods)
         xffs = np.array(self.x_files_factors)
         for method, xff in groups:
@@ -812,6 +821,67 @@ class Store:
         counters is the main saving of a bulk read. ``archive`` forces an
         archive index instead of whisper's choice.
         """
+        wanted = ("count", *(f for f in fields if f != "count"))
+
+        def read(shard_file: ShardFile, columns: np.ndarray, grid: TimeGrid, methods, xffs) -> SeriesSet:
+            layout = shard_file.layout
+            stored = {n for n, _ in layout.fields}
+            asked = set(wanted)
+            if DEFAULT_VALUE in asked:
+                asked |= {f for m in set(methods) for f in METHOD_NEEDS[m]}
+            elif layout.with_last:
+                asked.add("last")  # a default value by 'last' needs it
+            use = tuple(f for f in (*SUB_COUNTERS, "last") if f in asked and f in stored)
+            counters = read_columns(
+                shard_file, columns, grid, use, writer_alive=partial(writer_alive, self.directory)
+            )
+            return SeriesSet([], grid, counters, methods, xffs, layout.finest_step)
+
+        return self._fetch_by_file(names, from_t, until_t, now, archive, read)
+
+    def fetch_values(
+        self,
+        names: Sequence[str],
+        from_t: int,
+        until_t: int,
+        now: int | None = None,
+        *,
+        archive: int | None = None,
+    ) -> FetchResult:
+        """Default values only (each metric's aggregation method, xFilesFactor applied), whisper-like.
+
+        The same values as ``fetch(..., fields=(DEFAULT_VALUE,))`` followed by
+        ``default_values()``, made in one pass over the files without the
+        counters in between (for average, sum, min, max and avg_zero; a file
+        holding other methods is read through its counters). The sets hold
+        ``values`` and no counters.
+        """
+
+        def read(shard_file: ShardFile, columns: np.ndarray, grid: TimeGrid, methods, xffs) -> SeriesSet:
+            finest = shard_file.layout.finest_step
+            alive = partial(writer_alive, self.directory)
+            if all(m in FUSED_METHODS for m in methods):
+                values = read_values(shard_file, columns, grid, methods, xffs, writer_alive=alive)
+            else:
+                use = tuple(f for f in SUB_COUNTERS if any(f in METHOD_NEEDS[m] for m in methods))
+                if shard_file.layout.with_last:
+                    use += ("last",)
+                counters = read_columns(shard_file, columns, grid, use, writer_alive=alive)
+                values = SeriesSet([], grid, counters, methods, xffs, finest).default_values()
+            return SeriesSet([], grid, {}, methods, xffs, finest, values)
+
+        return self._fetch_by_file(names, from_t, until_t, now, archive, read)
+
+    def _fetch_by_file(
+        self,
+        names: Sequence[str],
+        from_t: int,
+        until_t: int,
+        now: int | None,
+        archive: int | None,
+        read: Callable[[ShardFile, np.ndarray, TimeGrid, list[str], list[float]], SeriesSet],
+    ) -> FetchResult:
+        """Find each name's file and column, choose each file's grid, and ``read`` each file's columns."""
         now = int(time.time()) if now is None else int(now)
         result = FetchResult()
         by_file: dict[int, list[tuple[str, int]]] = {}
@@ -823,7 +893,6 @@ class Store:
                     result.missing.append(name)
                 else:
                     by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
-        wanted = ("count", *(f for f in fields if f != "count"))
         for file_no, members in sorted(by_file.items()):
             try:
                 columns = np.fromiter((c for _, c in members), dtype=np.int64, count=len(members))
@@ -833,36 +902,18 @@ class Store:
                         shard_file.refresh()
                     if int(columns.max()) >= shard_file.capacity:
                         raise CorruptFileError(str(shard_file.path), "metrics beyond the file's end (truncated?)")
-                layout = shard_file.layout
-                methods, xffs = shard_file.column_methods(columns)
-                stored = {n for n, _ in layout.fields}
-                asked = set(wanted)
-                if DEFAULT_VALUE in asked:
-                    asked |= {f for m in set(methods) for f in METHOD_NEEDS[m]}
-                elif layout.with_last:
-                    asked.add("last")  # a default value by 'last' needs it
-                use = tuple(f for f in (*SUB_COUNTERS, "last") if f in asked and f in stored)
-                grid = choose_grid(layout, int(from_t), int(until_t), now, archive)
+                grid = choose_grid(shard_file.layout, int(from_t), int(until_t), now, archive)
                 if grid is None:
                     result.out_of_range.extend(n for n, _ in members)
                     continue
-                counters = read_columns(
-                    shard_file, columns, grid, use, writer_alive=partial(writer_alive, self.directory)
-                )
+                methods, xffs = shard_file.column_methods(columns)
+                series_set = read(shard_file, columns, grid, methods, xffs)
             except (FormatError, OSError) as e:
                 for name, _ in members:
                     result.errors[name] = str(e)
                 continue
-            result.sets.append(
-                SeriesSet(
-                    names=[n for n, _ in members],
-                    grid=grid,
-                    counters=counters,
-                    methods=methods,
-                    x_files_factors=xffs,
-                    finest_step=layout.finest_step,
-                )
-            )
+            series_set.names = [n for n, _ in members]
+            result.sets.append(series_set)
         return result
 
     def fetch_stat(

@@ -84,10 +84,14 @@ def read_leaves(
     if not metrics:
         return result
     stats = {leaf.stat for leaf in leaves}
-    fields = {counter for stat in stats if stat is not None for counter in NEEDS[stat]}
-    if None in stats:
-        fields.add(DEFAULT_VALUE)
-    fetched = store.fetch(metrics, from_t, until_t, now, fields=tuple(sorted(fields)))
+    if stats == {None} and not max_points:
+        # plain paths, no consolidation: the values without their counters
+        fetched = store.fetch_values(metrics, from_t, until_t, now)
+    else:
+        fields = {counter for stat in stats if stat is not None for counter in NEEDS[stat]}
+        if None in stats:
+            fields.add(DEFAULT_VALUE)
+        fetched = store.fetch(metrics, from_t, until_t, now, fields=tuple(sorted(fields)))
     result.errors.update(fetched.errors)
     located: dict[str, tuple[_DerivedSet, int]] = {}
     for series_set in fetched.sets:

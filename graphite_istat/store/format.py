@@ -24,7 +24,11 @@ contiguous. The cell (row r, column c) of a counter is element
 Why tiles: a read of one metric over a day at 1 minute touches ceil(1440 / T)
 runs of T * 8 bytes per counter instead of 1440 scattered cells, and a read
 of a few metrics of a block touches only their runs; a batch of one
-timestamp still lands in one tile per block and archive.
+timestamp still lands in one tile per block and archive. Files are created
+with T = 8 (``TILE_ROWS``): a run of float64 is one cache line, and a tile
+of a counter of 128 metrics is 8 KiB, so the tiles a stream of batches
+keeps dirty stay small (taller tiles read somewhat faster but multiply the
+pages each new bucket touches: see README, "Storage benchmark").
 
 ::
 
@@ -107,7 +111,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT_VERSION = 2
-TILE_ROWS = 64  # rows per tile of the files this version creates
+TILE_ROWS = 8  # rows per tile of the files this version creates: one cache line of float64
 FILE_MAGIC = b"ISTATSHD"
 BLOCK_MAGIC = b"ISTATBLK"
 HEADER_SIZE = 4096

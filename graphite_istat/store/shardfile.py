@@ -6,8 +6,9 @@ array per sub-counter of shape (blocks, tiles, block_columns, tile_rows), all
 strided views into a single shared memory map of the whole file, so a batch
 is applied to a file with a few fancy-indexing operations however many blocks
 it spans. ``ArchiveView`` addresses cells by (block, row, column) and hides
-the tiling from everything but the bulk read. Column bookkeeping (which columns are in use, their aggregation
-method and xFilesFactor) lives here too.
+the tiling from everything but the reads' copy loops. Column bookkeeping
+(which columns are in use, their aggregation method and xFilesFactor) lives
+here too.
 """
 
 from __future__ import annotations

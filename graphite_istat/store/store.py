@@ -161,6 +161,17 @@ class FetchResult:
                 yield name, s.grid, s, row
 
 
+def _counters_to_read(layout: Layout, fields: Sequence[str], methods: Sequence[str]) -> tuple[str, ...]:
+    """The stored counters a fetch of ``fields`` reads from a file of ``layout`` (see ``Store.fetch``)."""
+    asked = {"count", *fields}
+    if DEFAULT_VALUE in asked:
+        asked |= {f for m in set(methods) for f in METHOD_NEEDS[m]}
+    elif layout.with_last:
+        asked.add("last")  # a default value by 'last' needs it
+    stored = {name for name, _ in layout.fields}
+    return tuple(f for f in (*SUB_COUNTERS, "last") if f in asked and f in stored)
+
+
 def spare_rows(step: int, future_limit: int) -> int:
     """Ring rows an archive needs beyond its retention for points up to ``future_limit`` ahead."""
     return -(-future_limit // step)
@@ -821,21 +832,13 @@ class Store:
         counters is the main saving of a bulk read. ``archive`` forces an
         archive index instead of whisper's choice.
         """
-        wanted = ("count", *(f for f in fields if f != "count"))
 
         def read(shard_file: ShardFile, columns: np.ndarray, grid: TimeGrid, methods, xffs) -> SeriesSet:
-            layout = shard_file.layout
-            stored = {n for n, _ in layout.fields}
-            asked = set(wanted)
-            if DEFAULT_VALUE in asked:
-                asked |= {f for m in set(methods) for f in METHOD_NEEDS[m]}
-            elif layout.with_last:
-                asked.add("last")  # a default value by 'last' needs it
-            use = tuple(f for f in (*SUB_COUNTERS, "last") if f in asked and f in stored)
+            use = _counters_to_read(shard_file.layout, fields, methods)
             counters = read_columns(
                 shard_file, columns, grid, use, writer_alive=partial(writer_alive, self.directory)
             )
-            return SeriesSet([], grid, counters, methods, xffs, layout.finest_step)
+            return SeriesSet([], grid, counters, methods, xffs, shard_file.layout.finest_step)
 
         return self._fetch_by_file(names, from_t, until_t, now, archive, read)
 
@@ -863,9 +866,7 @@ class Store:
             if all(m in FUSED_METHODS for m in methods):
                 values = read_values(shard_file, columns, grid, methods, xffs, writer_alive=alive)
             else:
-                use = tuple(f for f in SUB_COUNTERS if any(f in METHOD_NEEDS[m] for m in methods))
-                if shard_file.layout.with_last:
-                    use += ("last",)
+                use = _counters_to_read(shard_file.layout, (DEFAULT_VALUE,), methods)
                 counters = read_columns(shard_file, columns, grid, use, writer_alive=alive)
                 values = SeriesSet([], grid, counters, methods, xffs, finest).default_values()
             return SeriesSet([], grid, {}, methods, xffs, finest, values)

@@ -484,3 +484,45 @@ def test_fetch_values_gives_what_fetch_and_default_values_give(tmp_path: Path, t
                 shown += int(np.isfinite(values).sum())
             assert shown > 0
             assert all(not s.counters for s in fused.sets)
+
+
+def test_a_big_fetch_reads_its_files_on_threads_and_gives_the_same_answer(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    from graphite_istat.store import read as read_module
+    from graphite_istat.store import store as store_module
+    from graphite_istat.store.store import DEFAULT_VALUE
+
+    now = 1_600_000_000
+    rng = np.random.default_rng(9)
+    names = [f"small.t{i:03d}" for i in range(300)]
+    with _one_metric_store(tmp_path, shards=4) as store:
+        for t in range(now - 40, now):
+            store.write(WriteBatch.from_points([(n, t, float(rng.normal())) for n in names]), now=now)
+
+        def answers():
+            values = store.fetch_values(names, 0, now, now=now)
+            counters = store.fetch(names, 0, now, now=now, fields=(DEFAULT_VALUE,))
+            return (
+                {n: s.default_values()[r] for n, _, s, r in values.series()},
+                {n: s.stat("avg")[r] for n, _, s, r in counters.series()},
+            )
+
+        alone = answers()
+        threads: set[str] = set()
+        original = read_module.read_values
+
+        def recording(*args, **kwargs):
+            threads.add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store_module, "read_values", recording)
+        monkeypatch.setattr(store_module, "PARALLEL_READ_SERIES", 10)
+        monkeypatch.setattr(store_module.os, "cpu_count", lambda: 4)
+        together = answers()
+    for before, after in zip(alone, together, strict=True):
+        assert before.keys() == after.keys() == set(names)
+        for name, values in before.items():
+            np.testing.assert_array_equal(after[name], values)
+        assert sum(int(np.isfinite(v).sum()) for v in before.values()) > 0
+    assert threads and all(name.startswith("istat-read") for name in threads)

@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,10 @@ COLUMN_MASK = (1 << SLOT_SHIFT) - 1
 COMPACT_MIN_GARBAGE = 10_000
 ANONYMOUS_SOURCE = ""  # the journal's source for writes without one
 DEFAULT_VALUE = "default"  # in fetch fields: whatever the metrics' default values need
+# A fetch of at least PARALLEL_READ_SERIES series reads its files on up to
+# MAX_READ_THREADS threads (no more than the CPUs).
+PARALLEL_READ_SERIES = 1000
+MAX_READ_THREADS = 4
 
 
 class StoreError(Exception):
@@ -894,7 +899,9 @@ class Store:
                     result.missing.append(name)
                 else:
                     by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
-        for file_no, members in sorted(by_file.items()):
+
+        def read_file(file_no: int, members: list[tuple[str, int]]) -> SeriesSet | list[str] | str:
+            """The file's set; or the names outside its retention; or what is wrong with the file."""
             try:
                 columns = np.fromiter((c for _, c in members), dtype=np.int64, count=len(members))
                 with self._names_lock:
@@ -905,16 +912,30 @@ class Store:
                         raise CorruptFileError(str(shard_file.path), "metrics beyond the file's end (truncated?)")
                 grid = choose_grid(shard_file.layout, int(from_t), int(until_t), now, archive)
                 if grid is None:
-                    result.out_of_range.extend(n for n, _ in members)
-                    continue
+                    return [n for n, _ in members]
                 methods, xffs = shard_file.column_methods(columns)
                 series_set = read(shard_file, columns, grid, methods, xffs)
             except (FormatError, OSError) as e:
-                for name, _ in members:
-                    result.errors[name] = str(e)
-                continue
+                return str(e)
             series_set.names = [n for n, _ in members]
-            result.sets.append(series_set)
+            return series_set
+
+        files = sorted(by_file.items())
+        workers = min(len(files), os.cpu_count() or 1, MAX_READ_THREADS)
+        if workers > 1 and sum(len(m) for _, m in files) >= PARALLEL_READ_SERIES:
+            # The copy loops release the GIL: big reads use the CPUs, a file per task.
+            with ThreadPoolExecutor(workers, thread_name_prefix="istat-read") as pool:
+                outcomes = list(pool.map(lambda item: read_file(*item), files))
+        else:
+            outcomes = [read_file(*item) for item in files]
+        for (_, members), outcome in zip(files, outcomes, strict=True):
+            if isinstance(outcome, SeriesSet):
+                result.sets.append(outcome)
+            elif isinstance(outcome, list):
+                result.out_of_range.extend(outcome)
+            else:
+                for name, _ in members:
+                    result.errors[name] = outcome
         return result
 
     def fetch_stat(

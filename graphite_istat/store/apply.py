@@ -3,9 +3,12 @@
 Everything here is vectorised. The input is the points of one file sorted by
 (column, time); for each archive they are cut into runs of equal (column,
 bucket), each run is reduced to its five sub-counters with ``ufunc.reduceat``,
-and the runs are merged into the mapped arrays with a few fancy-indexing
-operations. Coarser archives are reduced from the runs of the next finer one
-(steps divide each other), so the raw points are read once.
+and the runs are merged into the mapped arrays by compiled passes
+(``kernels.py``): one that decides where each run lands without changing
+anything, one per counter that copies the before-images of the cells about
+to change for the journal, and one that empties the rows taken over and
+merges the runs. Coarser archives are reduced from the runs of the next
+finer one (steps divide each other), so the raw points are read once.
 
 Two ways for the finest bucket (``Schema.finest_bucket``):
 
@@ -27,13 +30,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .format import COUNT_MAX
-from .kernels import merge_cells
+from .kernels import empty_rows, gather_cells, merge_planned, plan_runs
 from .shardfile import ArchiveView, ShardFile
 
-# Called before rows of an archive change, with (archive, blocks, rows) of the
-# rows whose cells change and (blocks, rows, new stamps) of the stale rows
-# about to be emptied for a newer bucket.
-BeforeChange = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+# Called before an archive changes, with (archive, cells, their before-images
+# by counter) of the cells of kept rows about to change (cells as
+# ``kernels.plan_runs`` numbers them) and (blocks, rows, new stamps) of the
+# rows about to be emptied for a newer bucket.
+BeforeChange = Callable[[int, np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass(slots=True)
@@ -126,37 +130,18 @@ def coarsen(runs: Runs, step: int) -> Runs:
     )
 
 
-@dataclass(slots=True)
-class Cells:
-    """Where runs land in one archive: block, row and column inside the block."""
-
-    block: np.ndarray
-    row: np.ndarray
-    col: np.ndarray
-
-
-def _locate(view: ArchiveView, runs: Runs, block_columns: int) -> Cells:
-    block, col = np.divmod(runs.column, block_columns)
-    row = (runs.bucket // view.step) % view.rows
-    return Cells(block, row, col)
+def _before_images(shard: ShardFile, view: ArchiveView, cells: np.ndarray, pick: np.ndarray) -> dict[str, np.ndarray]:
+    """The current value of every counter of the cells ``cells[pick]``."""
+    images = {}
+    for name, dtype in shard.layout.fields:
+        values = np.empty(len(pick), dtype=dtype)
+        gather_cells(view.flat[name], view.flat_block_stride[name], cells, pick, values)
+        images[name] = values
+    return images
 
 
-def _keep_newest_per_row(runs: Runs, cells: Cells, view: ArchiveView) -> np.ndarray:
-    """Indices of runs to keep when two buckets of one batch share a ring row.
-
-    That happens only when a batch spans more than the archive's retention;
-    the newest bucket owns the row, older runs are not stored in this archive.
-    """
-    span = int(runs.bucket.max() - runs.bucket.min()) if len(runs) else 0
-    if span < view.step * view.rows:
-        return np.arange(len(runs))
-    rowkey = cells.block * view.rows + cells.row
-    order = np.lexsort((runs.bucket, rowkey))
-    rk = rowkey[order]
-    bk = runs.bucket[order]
-    last_of_row = np.append(rk[1:] != rk[:-1], True)
-    newest = np.repeat(bk[last_of_row], np.diff(np.append(0, np.flatnonzero(last_of_row) + 1)))
-    return np.sort(order[bk == newest])
+_NO_F8 = np.zeros(0, dtype=np.float64)
+_NO_I4 = np.zeros(0, dtype=np.int32)
 
 
 def merge_runs(
@@ -168,77 +153,54 @@ def merge_runs(
     approximate: bool = False,
     before_change: BeforeChange | None = None,
 ) -> int:
-    """Merge runs into one archive of a file; returns how many runs were stored.
+    """Merge runs (sorted by column) into one archive of a file; returns how many runs were stored.
 
-    Rows holding an older bucket are cleared first; runs whose row already
-    holds a newer bucket are beyond this archive's retention and skipped.
-    With ``replace`` the runs overwrite their cells (the finest archive of a
-    keep-last schema, imported history) instead of combining with them;
-    ``approximate`` marks the cells as estimated rather than made of raw points.
+    Each ring row holds the newest bucket among its own and the runs' that
+    map to it: rows taken over for a newer bucket are emptied first, runs of
+    an older bucket than their row's are beyond this archive's retention and
+    skipped (``kernels.plan_runs``). With ``replace`` the runs overwrite their
+    cells (the finest archive of a keep-last schema, imported history)
+    instead of combining with them; ``approximate`` marks the cells as
+    estimated rather than made of raw points.
     """
     if not len(runs):
         return 0
     view = shard.archives[archive]
-    cells = _locate(view, runs, shard.block_columns)
-    keep = _keep_newest_per_row(runs, cells, view)
-    if len(keep) != len(runs):
-        runs = runs.take(keep)
-        cells = Cells(cells.block[keep], cells.row[keep], cells.col[keep])
-
-    stamps = view.stamps[cells.block, cells.row]
-    newer = stamps > runs.bucket
-    if newer.any():
-        ok = ~newer
-        runs = runs.take(ok)
-        cells = Cells(cells.block[ok], cells.row[ok], cells.col[ok])
-        stamps = stamps[ok]
-    if not len(runs):
-        return 0
-    stale = stamps < runs.bucket
-    # Many runs share a row: each row once.
-    kept_key = np.unique(cells.block[~stale] * view.rows + cells.row[~stale])
-    stale_key, first = np.unique(cells.block[stale] * view.rows + cells.row[stale], return_index=True)
-    kb, kr = np.divmod(kept_key, view.rows)
-    sb, sr = np.divmod(stale_key, view.rows)
-    new_stamps = runs.bucket[stale][first]
+    n = len(runs)
+    action = np.empty(n, dtype=np.int8)
+    cells = np.empty(n, dtype=np.int64)
+    row_block = np.empty(n, dtype=np.int64)
+    row_index = np.empty(n, dtype=np.int64)
+    row_stamp = np.empty(n, dtype=np.int64)
+    row_stale = np.empty(n, dtype=np.bool_)
+    touched = plan_runs(
+        view.stamps, shard.block_columns, shard.tile_rows, view.step, view.rows, runs.column, runs.bucket,
+        action, cells, row_block, row_index, row_stamp, row_stale,
+    )  # fmt: skip
+    row_block, row_index = row_block[:touched], row_index[:touched]
+    row_stamp, row_stale = row_stamp[:touched], row_stale[:touched]
     if shard.writable:
-        shard.ensure_allocated(archive, np.concatenate((kb, sb)), np.concatenate((kr, sr)))
+        shard.ensure_allocated(archive, row_block, row_index)
+    stale_blocks, stale_rows, stale_stamps = row_block[row_stale], row_index[row_stale], row_stamp[row_stale]
     if before_change is not None:
-        # A stale row's old bucket has left the retention: undoing its reuse
-        # only needs it emptied again, not its old cells.
-        before_change(archive, kb, kr, sb, sr, new_stamps)
-    if len(stale_key):
-        view.set_row_cells("count", sb, sr, 0)
-        view.stamps[sb, sr] = new_stamps
-
-    flat = view.flat
-    i_count = view.flat_index("count", cells.block, cells.row, cells.col)
-    i_f8 = view.flat_index("sum", cells.block, cells.row, cells.col)  # all float64 fields share it
-    fresh = np.empty(len(runs), dtype=np.bool_)
-    merge_cells(
-        flat["count"],
-        flat["sum"],
-        flat["sumsq"],
-        flat["min"],
-        flat["max"],
-        i_count,
-        i_f8,
-        runs.count,
-        runs.sum,
-        runs.sumsq,
-        runs.min,
-        runs.max,
-        replace,
-        approximate,
-        fresh,
-    )
-    if "last" in flat:
-        i_i4 = view.flat_index("last_offset", cells.block, cells.row, cells.col)
-        offset = (runs.last_ts - runs.bucket).astype(np.int32)
-        later = fresh | (offset >= flat["last_offset"][i_i4])
-        flat["last"][i_f8] = np.where(later, runs.last, flat["last"][i_f8])
-        flat["last_offset"][i_i4] = np.where(later, offset, flat["last_offset"][i_i4])
-    return len(runs)
+        # A cell of a row taken over needs no before-image: undoing the
+        # takeover empties the row again (its old bucket has left the retention).
+        pick = np.flatnonzero(action == 1)
+        before_change(
+            archive, cells[pick], _before_images(shard, view, cells, pick), stale_blocks, stale_rows, stale_stamps
+        )
+    flat, stride = view.flat, view.flat_block_stride
+    if len(stale_blocks):
+        empty_rows(flat["count"], stride["count"], shard.block_columns, shard.tile_rows, stale_blocks, stale_rows)
+        view.stamps[stale_blocks, stale_rows] = stale_stamps
+    with_last = "last" in flat
+    return merge_planned(
+        flat["count"], flat["sum"], flat["sumsq"], flat["min"], flat["max"],
+        flat["last"] if with_last else _NO_F8, flat["last_offset"] if with_last else _NO_I4, with_last,
+        stride["count"], stride["sum"], cells, action, runs.bucket,
+        runs.count, runs.sum, runs.sumsq, runs.min, runs.max, runs.last, runs.last_ts,
+        replace, approximate,
+    )  # fmt: skip
 
 
 def recompute_from_finer(
@@ -313,7 +275,8 @@ def apply_points(
     """
     if not len(column):
         return
-    blocks = np.unique(column // shard.block_columns)
+    block = column // shard.block_columns
+    blocks = block[np.flatnonzero(np.diff(block, prepend=-1))]  # column is sorted
     gens = shard.generations
     gens[blocks] += 1  # odd: readers of these blocks wait
     try:

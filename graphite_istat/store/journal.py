@@ -7,8 +7,8 @@ batches, and ``Store.write(batch, source=..., sequence=...)`` applies each
 to a crash of the writing process:
 
 1. the journal is started with the batch's (source, sequence);
-2. before any row of an archive is changed, the rows the batch will touch
-   are copied into the journal (before-images, all counters and the stamp);
+2. before any cell of an archive is changed, the cells the batch will
+   change are copied into the journal (before-images of every counter);
 3. when every file is done, (source, sequence) is appended to the sequence
    table -- the commit point -- and the journal is emptied.
 
@@ -16,20 +16,22 @@ On the next writable open, a non-empty journal whose (source, sequence) is
 not in the table is a batch interrupted half way: its before-images are
 written back, newest first, and the producer's re-send applies it again,
 once. Every write is a plain ``write`` to a file, so it is in the page cache
-before the mapped rows change: a kill -9 at any instant is covered. An OS
+before the mapped cells change: a kill -9 at any instant is covered. An OS
 crash is covered as far as the fsync policy got the files to disk.
 
-``undo.log``, version 1 (little-endian)::
+``undo.log``, version 2 (little-endian)::
 
     header   8s magic b"ISTATUND", u32 version, u16 source length, source utf-8, u64 sequence, u32 crc32
-    records  u32 magic 0x52444E55, u32 file number, u16 archive, u32 rows k, u32 block columns B,
-             u32 stale rows s, i64[k] blocks, i64[k] rows, i64[k] stamps, then for each counter
-             of the file's layout in layout order its k x B cells, then i64[s] blocks, i64[s] rows,
-             i64[s] new stamps of the stale rows, u32 crc32 of the record
+    records  u32 magic 0x43444E55, u32 file number, u16 archive, u32 cells k, u32 rows taken over s,
+             i64[k] cells (block << 40 | element offset in the block's array of a counter,
+             the same for every counter), then for each counter of the file's layout in
+             layout order its k before-images, then i64[s] blocks, i64[s] rows,
+             i64[s] new stamps of the rows taken over, u32 crc32 of the record
 
-A stale row is one the batch takes over for a newer bucket; its old bucket has
-left the retention, so undoing the takeover only means emptying the row for
-the new bucket again -- no copy of its cells is needed.
+A row taken over is one the batch empties for a newer bucket; its old bucket
+has left the retention, so undoing the takeover only means emptying the row
+for the new bucket again -- no copy of its cells is needed. Version 1
+journaled whole rows; a version 1 journal left by a crash is refused by name.
 
 ``sequences.log``, version 1: header ``8s b"ISTATSEQ", u32 version, u32 crc32``,
 then records ``u16 source length, source utf-8, u64 sequence, u32 crc32``. The
@@ -47,15 +49,17 @@ from pathlib import Path
 import numpy as np
 
 from .format import CorruptFileError
+from .kernels import CELL_SHIFT, empty_rows, scatter_cells
 from .shardfile import ShardFile
 
 UNDO_NAME = "undo.log"
 SEQUENCES_NAME = "sequences.log"
 UNDO_MAGIC = b"ISTATUND"
 SEQ_MAGIC = b"ISTATSEQ"
-VERSION = 1
-RECORD_MAGIC = 0x52444E55
-RECORD_HEAD = struct.Struct("<IIHIII")
+UNDO_VERSION = 2
+SEQUENCES_VERSION = 1
+RECORD_MAGIC = 0x43444E55
+RECORD_HEAD = struct.Struct("<IIHII")
 SEQ_HEADER = struct.Struct("<8sII")
 
 
@@ -76,7 +80,7 @@ class SequenceTable:
         fd = os.open(path, flags | os.O_APPEND if writable else flags, 0o644)
         data = _read_all(fd)
         if not data and writable:
-            head = SEQ_MAGIC + struct.pack("<I", VERSION)
+            head = SEQ_MAGIC + struct.pack("<I", SEQUENCES_VERSION)
             _write_all(fd, head + struct.pack("<I", zlib.crc32(head)))
             return cls(path, fd, {}, 0)
         last, records, end = _replay_sequences(str(path), data)
@@ -101,7 +105,7 @@ class SequenceTable:
 
     def _compact(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        head = SEQ_MAGIC + struct.pack("<I", VERSION)
+        head = SEQ_MAGIC + struct.pack("<I", SEQUENCES_VERSION)
         out = bytearray(head + struct.pack("<I", zlib.crc32(head)))
         for source, sequence in self._last.items():
             raw = source.encode("utf-8")
@@ -146,8 +150,8 @@ def _replay_sequences(path: str, data: bytes) -> tuple[dict[str, int], int, int]
     magic, version, crc = SEQ_HEADER.unpack_from(data, 0)
     if magic != SEQ_MAGIC or zlib.crc32(data[:12]) != crc:
         raise CorruptFileError(path, "bad magic or header checksum")
-    if version != VERSION:
-        raise CorruptFileError(path, f"version {version}, expected {VERSION}")
+    if version != SEQUENCES_VERSION:
+        raise CorruptFileError(path, f"version {version}, expected {SEQUENCES_VERSION}")
     last: dict[str, int] = {}
     pos, records = SEQ_HEADER.size, 0
     while pos + 2 <= len(data):
@@ -172,10 +176,8 @@ def _replay_sequences(path: str, data: bytes) -> tuple[dict[str, int], int, int]
 class UndoRecord:
     file_no: int
     archive: int
-    blocks: np.ndarray
-    rows: np.ndarray
-    stamps: np.ndarray
-    cells: dict[str, np.ndarray]  # field -> (k, B)
+    cells: np.ndarray  # int64, as kernels.plan_runs numbers them
+    before: dict[str, np.ndarray]  # counter -> before-image per cell
     stale_blocks: np.ndarray
     stale_rows: np.ndarray
     stale_stamps: np.ndarray
@@ -197,7 +199,7 @@ class UndoJournal:
         data = _read_all(self._fd)
         if not data:
             return None
-        header = _parse_undo_header(data)
+        header = _parse_undo_header(self.path, data)
         if header is None:
             return None  # the header itself was torn: no row had been touched
         source, sequence, pos = header
@@ -206,7 +208,7 @@ class UndoJournal:
     def begin(self, source: str, sequence: int) -> None:
         os.ftruncate(self._fd, 0)
         raw = source.encode("utf-8")
-        body = UNDO_MAGIC + struct.pack("<IH", VERSION, len(raw)) + raw + struct.pack("<Q", sequence)
+        body = UNDO_MAGIC + struct.pack("<IH", UNDO_VERSION, len(raw)) + raw + struct.pack("<Q", sequence)
         _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
     def capture(
@@ -214,24 +216,19 @@ class UndoJournal:
         file_no: int,
         shard: ShardFile,
         archive: int,
-        blocks: np.ndarray,
-        rows: np.ndarray,
+        cells: np.ndarray,
+        before: dict[str, np.ndarray],
         stale_blocks: np.ndarray,
         stale_rows: np.ndarray,
         stale_stamps: np.ndarray,
     ) -> None:
-        """Record, before they change, the rows of one archive a batch touches."""
-        view = shard.archives[archive]
+        """Record, before they change, the cells and rows of one archive a batch changes."""
         parts = [
-            RECORD_HEAD.pack(RECORD_MAGIC, file_no, archive, len(blocks), shard.block_columns, len(stale_blocks)),
-            blocks.astype("<i8").tobytes(),
-            rows.astype("<i8").tobytes(),
-            view.stamps[blocks, rows].astype("<i8").tobytes(),
+            RECORD_HEAD.pack(RECORD_MAGIC, file_no, archive, len(cells), len(stale_blocks)),
+            _le(cells, "<i8"),
         ]
-        for name, _ in shard.layout.fields:
-            parts.append(view.row_cells(name, blocks, rows).tobytes())
-        for array in (stale_blocks, stale_rows, stale_stamps):
-            parts.append(array.astype("<i8").tobytes())
+        parts += [_le(before[name], dtype) for name, dtype in shard.layout.fields]
+        parts += [_le(array, "<i8") for array in (stale_blocks, stale_rows, stale_stamps)]
         body = b"".join(parts)
         _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
 
@@ -244,7 +241,11 @@ class UndoJournal:
             self._fd = -1
 
 
-def _parse_undo_header(data: bytes) -> tuple[str, int, int] | None:
+def _le(array: np.ndarray, dtype) -> memoryview:
+    return memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B")
+
+
+def _parse_undo_header(path: Path, data: bytes) -> tuple[str, int, int] | None:
     if len(data) < 14 or data[:8] != UNDO_MAGIC:
         return None
     (n,) = struct.unpack_from("<H", data, 12)
@@ -254,6 +255,13 @@ def _parse_undo_header(data: bytes) -> tuple[str, int, int] | None:
     (crc,) = struct.unpack_from("<I", data, end)
     if zlib.crc32(data[:end]) != crc:
         return None
+    (version,) = struct.unpack_from("<I", data, 8)
+    if version != UNDO_VERSION:
+        raise CorruptFileError(
+            str(path),
+            f"journal format version {version} holds an interrupted batch, this program reads {UNDO_VERSION}: "
+            "open the store once with the release that wrote it to roll the batch back",
+        )
     source = data[14 : 14 + n].decode("utf-8")
     (sequence,) = struct.unpack_from("<Q", data, 14 + n)
     return source, sequence, end + 4
@@ -263,18 +271,18 @@ def decode_records(raw: bytes, layout_fields_of) -> list[UndoRecord]:
     """Decode consecutive records; ``layout_fields_of(file_no)`` gives the file's fields.
 
     Stops at the first torn or mismatching record: the batch had not yet
-    changed the rows of a record that was not completely written.
+    changed the cells of a record that was not completely written.
     """
     out = []
     pos = 0
     while pos + RECORD_HEAD.size <= len(raw):
-        magic, file_no, archive, k, width, s = RECORD_HEAD.unpack_from(raw, pos)
+        magic, file_no, archive, k, s = RECORD_HEAD.unpack_from(raw, pos)
         if magic != RECORD_MAGIC:
             break
         fields = layout_fields_of(file_no)
         if fields is None:
             break
-        size = RECORD_HEAD.size + 3 * 8 * (k + s) + sum(k * width * dt.itemsize for _, dt in fields)
+        size = RECORD_HEAD.size + 8 * k + 24 * s + sum(k * dt.itemsize for _, dt in fields)
         end = pos + size
         if end + 4 > len(raw):
             break
@@ -282,35 +290,35 @@ def decode_records(raw: bytes, layout_fields_of) -> list[UndoRecord]:
         if zlib.crc32(raw[pos:end]) != crc:
             break
         at = pos + RECORD_HEAD.size
-        blocks = np.frombuffer(raw, "<i8", k, at)
-        rows = np.frombuffer(raw, "<i8", k, at + 8 * k)
-        stamps = np.frombuffer(raw, "<i8", k, at + 16 * k)
-        at += 24 * k
-        cells = {}
+        cells = np.frombuffer(raw, "<i8", k, at)
+        at += 8 * k
+        before = {}
         for name, dt in fields:
-            cells[name] = np.frombuffer(raw, dt, k * width, at).reshape(k, width)
-            at += k * width * dt.itemsize
+            before[name] = np.frombuffer(raw, dt, k, at)
+            at += k * dt.itemsize
         stale = [np.frombuffer(raw, "<i8", s, at + 8 * s * i) for i in range(3)]
-        out.append(UndoRecord(file_no, archive, blocks, rows, stamps, cells, *stale))
+        out.append(UndoRecord(file_no, archive, cells, before, *stale))
         pos = end + 4
     return out
 
 
 def restore(records: list[UndoRecord], files: dict[int, ShardFile]) -> int:
-    """Write before-images back, newest first; returns the rows restored."""
+    """Write before-images back, newest first; returns the cells and rows restored."""
     restored = 0
     for rec in reversed(records):
         shard = files[rec.file_no]
         view = shard.archives[rec.archive]
-        blocks = np.unique(np.concatenate((rec.blocks, rec.stale_blocks)))
+        blocks = np.unique(np.concatenate((rec.cells >> CELL_SHIFT, rec.stale_blocks)))
         shard.generations[blocks] += 1
         try:
-            view.stamps[rec.blocks, rec.rows] = rec.stamps
-            for name, cells in rec.cells.items():
-                view.set_row_cells(name, rec.blocks, rec.rows, cells)
-            view.set_row_cells("count", rec.stale_blocks, rec.stale_rows, 0)
+            for name, before in rec.before.items():
+                scatter_cells(view.flat[name], view.flat_block_stride[name], rec.cells, before)
+            empty_rows(
+                view.flat["count"], view.flat_block_stride["count"], shard.block_columns, shard.tile_rows,
+                rec.stale_blocks, rec.stale_rows,
+            )  # fmt: skip
             view.stamps[rec.stale_blocks, rec.stale_rows] = rec.stale_stamps
         finally:
             shard.generations[blocks] += 1
-        restored += len(rec.blocks) + len(rec.stale_blocks)
+        restored += len(rec.cells) + len(rec.stale_blocks)
     return restored

@@ -3,13 +3,17 @@
 Each is one pass over the cells it touches, where the numpy equivalent makes
 a pass (and a temporary) per counter and per operation; with the tiled
 format a cell is a cache line of its own in a batch of one timestamp, so the
-passes, not the arithmetic, were the cost. ``values_from_tiles`` goes one
-step further for reads of default values: it makes them straight from the
-count and value tiles, without writing the counters out first. The
-functions are compiled by numba on first use and cached next to this module
-(or in numba's cache directory when that is not writable); their numpy-level
-callers (``apply.merge_runs``, ``read.read_columns``, ``read.read_values``)
-keep every decision that is not per cell.
+passes, not the arithmetic, were the cost. A write is planned first
+(``plan_runs``: which runs land, which rows are taken over for a newer
+bucket) without changing anything, so that the journal can copy the
+before-images of exactly the cells about to change (``gather_cells``)
+before ``empty_rows`` and ``merge_planned`` change them. ``values_from_tiles``
+makes default values for reads straight from the count and value tiles,
+without writing the counters out first. The functions are compiled by numba
+on first use and cached next to this module (or in numba's cache directory
+when that is not writable); their numpy-level callers (``apply.merge_runs``,
+``journal.restore``, ``read.read_columns``, ``read.read_values``) keep every
+decision that is not per cell.
 """
 
 from __future__ import annotations
@@ -19,51 +23,10 @@ from numba import njit
 
 from .format import APPROXIMATE, COUNT_MAX
 
-
-@njit(cache=True, nogil=True)
-def merge_cells(
-    count: np.ndarray,
-    total: np.ndarray,
-    sumsq: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-    at_count: np.ndarray,
-    at_f8: np.ndarray,
-    run_count: np.ndarray,
-    run_sum: np.ndarray,
-    run_sumsq: np.ndarray,
-    run_min: np.ndarray,
-    run_max: np.ndarray,
-    replace: bool,
-    approximate: bool,
-    fresh: np.ndarray,
-) -> None:
-    """Combine (or with ``replace`` set) each run's counters into its cell of the flat counter arrays.
-
-    ``fresh[k]`` is set to whether run k's cell was empty before (its other
-    counters were overwritten rather than combined); the caller uses it for
-    ``last``.
-    """
-    flag = APPROXIMATE if approximate else 0
-    for k in range(at_count.shape[0]):
-        i = at_count[k]
-        j = at_f8[k]
-        old = np.int64(count[i])
-        old_count = old & COUNT_MAX
-        if replace or old_count == 0:
-            fresh[k] = True
-            count[i] = min(run_count[k], COUNT_MAX) | flag
-            total[j] = run_sum[k]
-            sumsq[j] = run_sumsq[k]
-            low[j] = run_min[k]
-            high[j] = run_max[k]
-        else:
-            fresh[k] = False
-            count[i] = min(old_count + run_count[k], COUNT_MAX) | (old & APPROXIMATE) | flag
-            total[j] += run_sum[k]
-            sumsq[j] += run_sumsq[k]
-            low[j] = min(low[j], run_min[k])
-            high[j] = max(high[j], run_max[k])
+# A cell of an archive as one int64: its block, and its element offset inside
+# the block's array of a counter (up to 2**40 cells per block and archive).
+CELL_SHIFT = 40
+CELL_OFFSET = (1 << CELL_SHIFT) - 1
 
 
 @njit(cache=True, nogil=True)
@@ -129,3 +92,174 @@ def values_from_tiles(
                         row[at + r] = value_tiles[b, tile, c, r] / divisor
                 else:
                     row[at + r] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def plan_runs(
+    stamps: np.ndarray,
+    block_columns: int,
+    tile_rows: int,
+    step: int,
+    ring: int,
+    column: np.ndarray,
+    bucket: np.ndarray,
+    action: np.ndarray,
+    cells: np.ndarray,
+    row_block: np.ndarray,
+    row_index: np.ndarray,
+    row_stamp: np.ndarray,
+    row_stale: np.ndarray,
+) -> int:
+    """Decide where the runs of one archive land, without changing anything; returns the rows touched.
+
+    Runs are sorted by column (so a block's runs are consecutive). Each ring
+    row ends up holding the newest bucket among its stamp and the runs that
+    map to it: ``action[k]`` is 0 for a run of an older bucket (skipped), 1
+    for a run landing in a row that keeps its bucket, 2 for a run landing in
+    a row taken over for a newer bucket. ``cells[k]`` is the run's cell as
+    ``block << CELL_SHIFT | element offset inside the block's array of a
+    counter`` (the offset is the same for every counter: each counter's
+    tiles start at its own place in the block). The rows touched are listed
+    once each in ``row_*``: block, ring row, the bucket it will hold, and
+    whether it is taken over (its counts are emptied first).
+    """
+    n = column.shape[0]
+    # where[r]: position of ring row r in row_* if it is touched in the
+    # current block; left uninitialised and validated on use (a sparse set),
+    # since a ring can be far longer than the rows one batch touches.
+    where = np.empty(ring, np.int64)
+    run_row = np.empty(n, np.int64)
+    tile_cells = block_columns * tile_rows
+    nrows = 0
+    i = 0
+    while i < n:
+        b = column[i] // block_columns
+        first_column = b * block_columns
+        end_column = first_column + block_columns
+        first_row = nrows
+        j = i
+        while j < n and column[j] < end_column:
+            if j and column[j] < column[j - 1]:
+                raise ValueError("runs must be sorted by column")
+            r = (bucket[j] // step) % ring
+            at = where[r]
+            if not (first_row <= at < nrows and row_index[at] == r):
+                at = nrows
+                where[r] = at
+                row_block[at] = b
+                row_index[at] = r
+                row_stamp[at] = stamps[b, r]
+                nrows += 1
+            row_stamp[at] = max(row_stamp[at], bucket[j])
+            run_row[j] = at
+            tile = r // tile_rows
+            offset = tile * tile_cells + (column[j] - first_column) * tile_rows + (r - tile * tile_rows)
+            cells[j] = (b << CELL_SHIFT) | offset
+            j += 1
+        for k in range(first_row, nrows):
+            row_stale[k] = row_stamp[k] > stamps[b, row_index[k]]
+        for k in range(i, j):
+            at = run_row[k]
+            if bucket[k] != row_stamp[at]:
+                action[k] = 0
+            elif row_stale[at]:
+                action[k] = 2
+            else:
+                action[k] = 1
+        i = j
+    return nrows
+
+
+@njit(cache=True, nogil=True)
+def gather_cells(
+    counter: np.ndarray, stride: int, cells: np.ndarray, pick: np.ndarray, out: np.ndarray
+) -> None:
+    """out[k] = the cell ``cells[pick[k]]`` of one counter (``stride``: its elements per block)."""
+    for k in range(pick.shape[0]):
+        cell = cells[pick[k]]
+        out[k] = counter[(cell >> CELL_SHIFT) * stride + (cell & CELL_OFFSET)]
+
+
+@njit(cache=True, nogil=True)
+def scatter_cells(counter: np.ndarray, stride: int, cells: np.ndarray, values: np.ndarray) -> None:
+    """The cell ``cells[k]`` of one counter = values[k] (undoing a batch)."""
+    for k in range(cells.shape[0]):
+        cell = cells[k]
+        counter[(cell >> CELL_SHIFT) * stride + (cell & CELL_OFFSET)] = values[k]
+
+
+@njit(cache=True, nogil=True)
+def empty_rows(
+    count: np.ndarray, stride: int, block_columns: int, tile_rows: int, blocks: np.ndarray, rows: np.ndarray
+) -> None:
+    """Set the count of every column of the (block, ring row) pairs to 0."""
+    for k in range(blocks.shape[0]):
+        r = rows[k]
+        base = blocks[k] * stride + (r // tile_rows) * block_columns * tile_rows + r % tile_rows
+        for c in range(block_columns):
+            count[base + c * tile_rows] = 0
+
+
+@njit(cache=True, nogil=True)
+def merge_planned(
+    count: np.ndarray,
+    total: np.ndarray,
+    sumsq: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    last: np.ndarray,
+    last_offset: np.ndarray,
+    with_last: bool,
+    stride4: int,
+    stride8: int,
+    cells: np.ndarray,
+    action: np.ndarray,
+    bucket: np.ndarray,
+    run_count: np.ndarray,
+    run_sum: np.ndarray,
+    run_sumsq: np.ndarray,
+    run_min: np.ndarray,
+    run_max: np.ndarray,
+    run_last: np.ndarray,
+    run_last_ts: np.ndarray,
+    replace: bool,
+    approximate: bool,
+) -> int:
+    """Combine (or with ``replace`` overwrite) each run with ``action`` > 0 into its cell; returns how many.
+
+    ``count`` and ``last_offset`` are the 4-byte counters (``stride4``
+    elements per block), the others 8-byte (``stride8``). A cell that was
+    empty takes the run's counters as they are; ``last`` moves to the run's
+    when the run's last point is not older than the cell's.
+    """
+    flag = APPROXIMATE if approximate else 0
+    stored = 0
+    for k in range(cells.shape[0]):
+        if action[k] == 0:
+            continue
+        stored += 1
+        block = cells[k] >> CELL_SHIFT
+        offset = cells[k] & CELL_OFFSET
+        i = block * stride4 + offset
+        j = block * stride8 + offset
+        old = np.int64(count[i])
+        old_count = old & COUNT_MAX
+        fresh = replace or old_count == 0
+        if fresh:
+            count[i] = min(run_count[k], COUNT_MAX) | flag
+            total[j] = run_sum[k]
+            sumsq[j] = run_sumsq[k]
+            low[j] = run_min[k]
+            high[j] = run_max[k]
+        else:
+            count[i] = min(old_count + run_count[k], COUNT_MAX) | (old & APPROXIMATE) | flag
+            total[j] += run_sum[k]
+            sumsq[j] += run_sumsq[k]
+            low[j] = min(low[j], run_min[k])
+            high[j] = max(high[j], run_max[k])
+        if with_last:
+            seconds = run_last_ts[k] - bucket[k]
+            if fresh or seconds >= last_offset[i]:
+                last[j] = run_last[k]
+                last_offset[i] = seconds
+    return stored

@@ -224,7 +224,7 @@ class Store:
         self._per_file: dict[str, np.ndarray] | None = None  # per-file lookup arrays, see _file_tables
         self.sequences = SequenceTable.open(directory / SEQUENCES_NAME, writable=lock is not None)
         self._journal = UndoJournal.open(directory / UNDO_NAME) if lock is not None else None
-        self.recovered_rows = 0  # rows written back from an interrupted exactly-once batch at open
+        self.recovered_cells = 0  # cells and rows written back from an interrupted batch at open
 
     # -- opening ----------------------------------------------------------
 
@@ -337,7 +337,7 @@ class Store:
                 shard_file = self._files.get(file_no)
                 return shard_file.layout.fields if shard_file is not None else None
 
-            self.recovered_rows = restore(decode_records(raw, fields_of), self._files)
+            self.recovered_cells = restore(decode_records(raw, fields_of), self._files)
         self._journal.commit()
 
     def _reclaim_orphan_columns(self) -> None:

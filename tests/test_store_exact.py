@@ -454,9 +454,20 @@ FUSED = ("average", "sum", "min", "max", "avg_zero")
 
 @pytest.mark.parametrize("tile_rows", [8, 64, 7])
 @pytest.mark.parametrize("methods", [FUSED, METHODS], ids=["fused methods", "every method"])
-def test_fetch_values_gives_what_fetch_and_default_values_give(tmp_path: Path, tile_rows, methods) -> None:
-    """Every archive, xFilesFactor and method, with gaps and reused ring rows, in any order: exactly equal."""
+@pytest.mark.parametrize("tile_major", [1, 128], ids=["series by series", "tile by tile"])
+def test_fetch_values_gives_what_fetch_and_default_values_give(
+    tmp_path: Path, monkeypatch, tile_rows, methods, tile_major
+) -> None:
+    """Every archive, xFilesFactor and method, with gaps and reused ring rows, in any order: exactly equal.
+
+    Both orders of the copy loops (``kernels.values_from_tiles``): every block
+    series by series, and every block tile by tile (which by default only
+    blocks read for more than half their columns are).
+    """
+    from graphite_istat.store import read as read_module
     from graphite_istat.store.store import DEFAULT_VALUE
+
+    monkeypatch.setattr(read_module, "TILE_MAJOR_FRACTION", tile_major)
 
     now = 1_600_000_000
     rng = np.random.default_rng(5)

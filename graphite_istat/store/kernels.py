@@ -19,7 +19,10 @@ decision that is not per cell.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .format import APPROXIMATE, COUNT_MAX
 
@@ -27,27 +30,84 @@ from .format import APPROXIMATE, COUNT_MAX
 # the block's array of a counter (up to 2**40 cells per block and archive).
 CELL_SHIFT = 40
 CELL_OFFSET = (1 << CELL_SHIFT) - 1
+# A series read on its own runs a tile apart: its loads are started this many
+# tiles ahead (software prefetch), so that several misses are in flight.
+PREFETCH_PIECES = 8
+
+
+@intrinsic
+def _prefetch(typingctx, array, i0, i1, i2, i3):
+    """Ask the CPU to bring the cache line of ``array[i0, i1, i2, i3]`` in (``llvm.prefetch``); no effect on results."""
+    signature = types.void(array, i0, i1, i2, i3)
+
+    def codegen(context, builder, sig, args):
+        array_type = sig.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, list(args[1:]), wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch_type = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+        prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0i8")
+        # read, highest locality (keep in all cache levels), data cache
+        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
 @njit(cache=True, nogil=True)
 def copy_tile_runs(
-    tiles: np.ndarray, block: np.ndarray, col: np.ndarray, pieces: np.ndarray, out: np.ndarray
+    tiles: np.ndarray,
+    block: np.ndarray,
+    col: np.ndarray,
+    series_block: np.ndarray,
+    pieces: np.ndarray,
+    out: np.ndarray,
+    dense_series: int,
 ) -> None:
     """out[s, at + r - lo] = tiles[block[s], tile, col[s], r] for each piece (tile, lo, hi, at), r in lo..hi.
 
-    Piece by piece, so that the series of one block read neighbouring runs of
-    the same tile one after the other.
+    Block by block, in the order ``values_from_tiles`` explains: tile by
+    tile for a block read for at least ``dense_series`` series, series by
+    series (loads started ``PREFETCH_PIECES`` tiles ahead) otherwise.
     """
-    for p in range(pieces.shape[0]):
-        tile = pieces[p, 0]
-        lo = pieces[p, 1]
-        hi = pieces[p, 2]
-        at = pieces[p, 3] - lo
-        for s in range(block.shape[0]):
-            b = block[s]
-            c = col[s]
-            for r in range(lo, hi):
-                out[s, at + r] = tiles[b, tile, c, r]
+    order = np.argsort(series_block, kind="mergesort")
+    n = order.shape[0]
+    npieces = pieces.shape[0]
+    first = 0
+    while first < n:
+        end = first
+        while end < n and series_block[order[end]] == series_block[order[first]]:
+            end += 1
+        if end - first >= dense_series:
+            for p in range(npieces):
+                tile = pieces[p, 0]
+                lo = pieces[p, 1]
+                hi = pieces[p, 2]
+                at = pieces[p, 3] - lo
+                for k in range(first, end):
+                    s = order[k]
+                    b = block[s]
+                    c = col[s]
+                    for r in range(lo, hi):
+                        out[s, at + r] = tiles[b, tile, c, r]
+        else:
+            for k in range(first, end):
+                s = order[k]
+                b = block[s]
+                c = col[s]
+                for p in range(min(PREFETCH_PIECES, npieces)):
+                    _prefetch(tiles, b, pieces[p, 0], c, 0)
+                for p in range(npieces):
+                    if p + PREFETCH_PIECES < npieces:
+                        _prefetch(tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
+                    tile = pieces[p, 0]
+                    lo = pieces[p, 1]
+                    hi = pieces[p, 2]
+                    at = pieces[p, 3] - lo
+                    for r in range(lo, hi):
+                        out[s, at + r] = tiles[b, tile, c, r]
+        first = end
 
 
 @njit(cache=True, nogil=True)
@@ -64,6 +124,7 @@ def values_from_tiles(
     divisor: float,
     rows: np.ndarray,
     out: np.ndarray,
+    dense_series: int,
 ) -> None:
     """A default value per cell, straight from the tiles, into ``out[rows[s]]``.
 
@@ -71,27 +132,87 @@ def values_from_tiles(
     sum, min and max; avg_zero's step ratio). NaN where the cell's row holds another
     bucket (``held[series_block[s], cell]`` false) or its count is below
     ``least[s]`` (empty, or hidden by xFilesFactor).
+
+    Series are taken a block at a time (``series_block`` need not be sorted).
+    A block read for at least ``dense_series`` series is read tile by tile
+    (its series read their runs of one tile, two pages, one after the other:
+    the tiles are read whole); a block read for fewer, series by series (each
+    series' runs are one tile apart, a constant stride the CPU prefetches,
+    which reading tile by tile would break up).
     """
-    for s in range(block.shape[0]):
-        b = block[s]
-        c = col[s]
-        g = series_block[s]
-        row = out[rows[s]]
-        need = least[s]
-        for p in range(pieces.shape[0]):
-            tile = pieces[p, 0]
-            lo = pieces[p, 1]
-            hi = pieces[p, 2]
-            at = pieces[p, 3] - lo
-            for r in range(lo, hi):
-                n = np.int64(count_tiles[b, tile, c, r]) & COUNT_MAX
-                if held[g, at + r] and n >= need:
-                    if per_point:
-                        row[at + r] = value_tiles[b, tile, c, r] / n
-                    else:
-                        row[at + r] = value_tiles[b, tile, c, r] / divisor
-                else:
-                    row[at + r] = np.nan
+    order = np.argsort(series_block, kind="mergesort")
+    n = order.shape[0]
+    first = 0
+    while first < n:
+        g = series_block[order[first]]
+        end = first
+        while end < n and series_block[order[end]] == g:
+            end += 1
+        if end - first >= dense_series:
+            for p in range(pieces.shape[0]):
+                for k in range(first, end):
+                    s = order[k]
+                    _values_of_run(count_tiles, value_tiles, block[s], col[s], pieces, p, held[g], least[s],
+                                   per_point, divisor, out[rows[s]])  # fmt: skip
+        else:
+            for k in range(first, end):
+                s = order[k]
+                b = block[s]
+                c = col[s]
+                row = out[rows[s]]
+                need = least[s]
+                npieces = pieces.shape[0]
+                for p in range(min(PREFETCH_PIECES, npieces)):
+                    _prefetch(count_tiles, b, pieces[p, 0], c, 0)
+                    _prefetch(value_tiles, b, pieces[p, 0], c, 0)
+                for p in range(npieces):
+                    tile = pieces[p, 0]
+                    lo = pieces[p, 1]
+                    hi = pieces[p, 2]
+                    at = pieces[p, 3] - lo
+                    if p + PREFETCH_PIECES < npieces:
+                        _prefetch(count_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
+                        _prefetch(value_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
+                    for r in range(lo, hi):
+                        n_points = np.int64(count_tiles[b, tile, c, r]) & COUNT_MAX
+                        if held[g, at + r] and n_points >= need:
+                            if per_point:
+                                row[at + r] = value_tiles[b, tile, c, r] / n_points
+                            else:
+                                row[at + r] = value_tiles[b, tile, c, r] / divisor
+                        else:
+                            row[at + r] = np.nan
+        first = end
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _values_of_run(
+    count_tiles: np.ndarray,
+    value_tiles: np.ndarray,
+    b: int,
+    c: int,
+    pieces: np.ndarray,
+    p: int,
+    held: np.ndarray,
+    need: float,
+    per_point: bool,
+    divisor: float,
+    row: np.ndarray,
+) -> None:
+    """The default values of one series' run of one piece of tile (see ``values_from_tiles``)."""
+    tile = pieces[p, 0]
+    lo = pieces[p, 1]
+    hi = pieces[p, 2]
+    at = pieces[p, 3] - lo
+    for r in range(lo, hi):
+        n_points = np.int64(count_tiles[b, tile, c, r]) & COUNT_MAX
+        if held[at + r] and n_points >= need:
+            if per_point:
+                row[at + r] = value_tiles[b, tile, c, r] / n_points
+            else:
+                row[at + r] = value_tiles[b, tile, c, r] / divisor
+        else:
+            row[at + r] = np.nan
 
 
 @njit(cache=True, nogil=True)

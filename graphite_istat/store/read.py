@@ -21,10 +21,15 @@ import numpy as np
 from .format import APPROXIMATE, COUNT_MAX, Layout
 from .kernels import copy_tile_runs, values_from_tiles
 from .shardfile import ArchiveView, ShardFile
-from .stats import least_count
+from .stats import least_counts
 
 # Map a block's pages in one call when at least 1/DENSE_FRACTION of its columns are wanted.
 DENSE_FRACTION = 8
+# Read a block tile by tile when at least 1/TILE_MAJOR_FRACTION of its columns
+# are wanted, else series by series (see kernels.values_from_tiles). Measured
+# over a day at 1 minute, default values of 5,000 / 2,500 series of 64 / 32
+# columns per block: tile by tile 51 / 52 ms, series by series 61 / 28 ms.
+TILE_MAJOR_FRACTION = 2
 
 
 class StoreBusyError(Exception):
@@ -200,7 +205,10 @@ def read_columns(
             for name in fields:
                 out[name][:, at : at + hi - lo] = 0
         for name in fields:
-            copy_tile_runs(view.tiles[name], plan.block, plan.col, pieces, out[name])
+            copy_tile_runs(
+                view.tiles[name], plan.block, plan.col, plan.series_block, pieces, out[name],
+                shard.block_columns // TILE_MAJOR_FRACTION,
+            )  # fmt: skip
 
     current = _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     raw = out["count"]
@@ -252,20 +260,18 @@ def read_values(
     out = np.empty((n, t))  # every cell is written by copy
     plan = _ReadPlan.make(shard, view, columns, grid)
     finest = shard.layout.finest_step
-    least = np.array([least_count(grid.step, finest, xff) for xff in x_files_factors])
-    groups: dict[str, list[int]] = {}
-    for row, method in enumerate(methods):
-        groups.setdefault(method, []).append(row)
+    least = least_counts(grid.step, finest, x_files_factors)
+    method_of_row = np.asarray(methods)
+    groups = {str(m): np.flatnonzero(method_of_row == m) for m in np.unique(method_of_row)}
     fields = tuple(dict.fromkeys(("count", *(FUSED_METHODS[m][0] for m in groups))))
 
     def copy(current: np.ndarray) -> None:
         pieces, empty = plan.held_pieces(current)
         for _, lo, hi, at in empty.tolist():
             out[:, at : at + hi - lo] = np.nan
-        for method, rows in groups.items():
+        for method, pick in groups.items():
             field, per_point = FUSED_METHODS[method]
             divisor = grid.step / finest if method == "avg_zero" else 1.0
-            pick = np.array(rows, dtype=np.int64)
             values_from_tiles(
                 view.tiles["count"],
                 view.tiles[field],
@@ -279,6 +285,7 @@ def read_values(
                 divisor,
                 pick,
                 out,
+                shard.block_columns // TILE_MAJOR_FRACTION,
             )
 
     _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)

@@ -125,6 +125,12 @@ def aggregate(
 
 def least_count(step: int, finest_step: int, x_files_factor: float) -> float:
     """The fewest points a bucket of ``step`` needs for its default value to show (see xFilesFactor)."""
-    if step > finest_step and x_files_factor > 0:
-        return max(1.0, x_files_factor * (step / finest_step))
-    return 1.0
+    return float(least_counts(step, finest_step, [x_files_factor])[0])
+
+
+def least_counts(step: int, finest_step: int, x_files_factors) -> np.ndarray:
+    """``least_count`` of many xFilesFactors at once."""
+    xff = np.asarray(x_files_factors, dtype=np.float64)
+    if step <= finest_step:
+        return np.ones(len(xff))
+    return np.where(xff > 0, np.maximum(1.0, xff * (step / finest_step)), 1.0)

@@ -868,7 +868,7 @@ class Store:
         def read(shard_file: ShardFile, columns: np.ndarray, grid: TimeGrid, methods, xffs) -> SeriesSet:
             finest = shard_file.layout.finest_step
             alive = partial(writer_alive, self.directory)
-            if all(m in FUSED_METHODS for m in methods):
+            if FUSED_METHODS.keys() >= set(methods):
                 values = read_values(shard_file, columns, grid, methods, xffs, writer_alive=alive)
             else:
                 use = _counters_to_read(shard_file.layout, (DEFAULT_VALUE,), methods)
@@ -890,20 +890,26 @@ class Store:
         """Find each name's file and column, choose each file's grid, and ``read`` each file's columns."""
         now = int(time.time()) if now is None else int(now)
         result = FetchResult()
-        by_file: dict[int, list[tuple[str, int]]] = {}
         with self._names_lock:
             self.refresh()
-            for name in names:
-                slot = self.index.get(name)
-                if slot is None:
-                    result.missing.append(name)
-                else:
-                    by_file.setdefault(slot >> SLOT_SHIFT, []).append((name, slot & COLUMN_MASK))
+            slots = self.index.slots_array(names)
+        found = slots >= 0
+        if not found.all():
+            result.missing.extend(names[i] for i in np.flatnonzero(~found).tolist())
+        # Each file's series in the order they were asked for, files by number.
+        order = np.flatnonzero(found)
+        order = order[np.argsort(slots[order] >> SLOT_SHIFT, kind="stable")]
+        file_of = slots[order] >> SLOT_SHIFT
+        bounds = np.flatnonzero(np.diff(file_of, prepend=-1, append=-1))
+        files = [
+            (int(file_of[lo]), order[lo:hi]) for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
 
-        def read_file(file_no: int, members: list[tuple[str, int]]) -> SeriesSet | list[str] | str:
+        def read_file(file_no: int, members: np.ndarray) -> SeriesSet | list[str] | str:
             """The file's set; or the names outside its retention; or what is wrong with the file."""
+            member_names = [names[i] for i in members.tolist()]
             try:
-                columns = np.fromiter((c for _, c in members), dtype=np.int64, count=len(members))
+                columns = slots[members] & COLUMN_MASK
                 with self._names_lock:
                     shard_file = self._open_file(file_no)
                     if int(columns.max()) >= shard_file.capacity:
@@ -912,17 +918,16 @@ class Store:
                         raise CorruptFileError(str(shard_file.path), "metrics beyond the file's end (truncated?)")
                 grid = choose_grid(shard_file.layout, int(from_t), int(until_t), now, archive)
                 if grid is None:
-                    return [n for n, _ in members]
+                    return member_names
                 methods, xffs = shard_file.column_methods(columns)
                 series_set = read(shard_file, columns, grid, methods, xffs)
             except (FormatError, OSError) as e:
                 return str(e)
-            series_set.names = [n for n, _ in members]
+            series_set.names = member_names
             return series_set
 
-        files = sorted(by_file.items())
         workers = min(len(files), os.cpu_count() or 1, MAX_READ_THREADS)
-        if workers > 1 and sum(len(m) for _, m in files) >= PARALLEL_READ_SERIES:
+        if workers > 1 and len(order) >= PARALLEL_READ_SERIES:
             # The copy loops release the GIL: big reads use the CPUs, a file per task.
             with ThreadPoolExecutor(workers, thread_name_prefix="istat-read") as pool:
                 outcomes = list(pool.map(lambda item: read_file(*item), files))
@@ -934,8 +939,8 @@ class Store:
             elif isinstance(outcome, list):
                 result.out_of_range.extend(outcome)
             else:
-                for name, _ in members:
-                    result.errors[name] = outcome
+                for i in members.tolist():
+                    result.errors[names[i]] = outcome
         return result
 
     def fetch_stat(

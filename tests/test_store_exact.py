@@ -537,3 +537,28 @@ def test_a_big_fetch_reads_its_files_on_threads_and_gives_the_same_answer(tmp_pa
             np.testing.assert_array_equal(after[name], values)
         assert sum(int(np.isfinite(v).sum()) for v in before.values()) > 0
     assert threads and all(name.startswith("istat-read") for name in threads)
+
+
+def test_a_fetch_groups_names_by_file_keeps_their_order_and_lists_the_unknown(tmp_path: Path) -> None:
+    """Unknown names (in the order asked), duplicates, several files, one file: each answer where it belongs."""
+    now = 1_600_000_000
+    names = [f"small.g{i:02d}" for i in range(40)]
+    with _one_metric_store(tmp_path, shards=4) as store:
+        store.write(WriteBatch.from_arrays(names, np.full(40, now - 5), np.arange(40.0)), now=now)
+        asked = ["nope.b", names[7], names[3], "nope.a", names[7], *names[20:40], names[0]]
+        result = store.fetch_values(asked, now - 60, now, now=now)
+        assert result.missing == ["nope.b", "nope.a"]
+        files = [store.info(n).slot >> 32 for n in asked if n in store]
+        assert len(set(files)) > 1
+        got = []
+        for s in result.sets:
+            assert s.names == [n for n in asked if n in store and store.info(n).slot >> 32 == store.info(s.names[0]).slot >> 32]
+            for name, row in zip(s.names, s.values, strict=True):
+                got.append((name, float(np.nanmax(row))))
+        assert sorted(got) == sorted((n, float(names.index(n))) for n in asked if n in store)
+        set_files = [store.info(s.names[0]).slot >> 32 for s in result.sets]
+        assert set_files == sorted(set(files))
+        one_file = [n for n in asked[1:] if n in store and store.info(n).slot >> 32 == files[0]]
+        single = store.fetch_values(one_file, now - 60, now, now=now)
+        assert len(single.sets) == 1 and single.sets[0].names == one_file and not single.missing
+        assert store.fetch_values(["nope.c"], now - 60, now, now=now).missing == ["nope.c"]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,24 @@ def _counters_to_read(layout: Layout, fields: Sequence[str], methods: Sequence[s
         asked.add("last")  # a default value by 'last' needs it
     stored = {name for name, _ in layout.fields}
     return tuple(f for f in (*SUB_COUNTERS, "last") if f in asked and f in stored)
+
+
+def _group_by_file(slots: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(file number, indices into ``slots``) per file of the known slots, files by number.
+
+    Inside a file, indices keep the order the slots were asked for.
+    """
+    order = np.flatnonzero(slots >= 0)
+    if not len(order):
+        return []
+    file_of = slots[order] >> SLOT_SHIFT
+    first = int(file_of.min())
+    if first == int(file_of.max()):
+        return [(first, order)]
+    sort = np.argsort(file_of, kind="stable")
+    order, file_of = order[sort], file_of[sort]
+    bounds = [0, *(np.flatnonzero(file_of[1:] != file_of[:-1]) + 1).tolist(), len(order)]
+    return [(int(file_of[lo]), order[lo:hi]) for lo, hi in pairwise(bounds)]
 
 
 def spare_rows(step: int, future_limit: int) -> int:
@@ -893,17 +912,9 @@ class Store:
         with self._names_lock:
             self.refresh()
             slots = self.index.slots_array(names)
-        found = slots >= 0
-        if not found.all():
-            result.missing.extend(names[i] for i in np.flatnonzero(~found).tolist())
-        # Each file's series in the order they were asked for, files by number.
-        order = np.flatnonzero(found)
-        order = order[np.argsort(slots[order] >> SLOT_SHIFT, kind="stable")]
-        file_of = slots[order] >> SLOT_SHIFT
-        bounds = np.flatnonzero(np.diff(file_of, prepend=-1, append=-1))
-        files = [
-            (int(file_of[lo]), order[lo:hi]) for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-        ]
+        if (slots < 0).any():
+            result.missing.extend(names[i] for i in np.flatnonzero(slots < 0).tolist())
+        files = _group_by_file(slots)
 
         def read_file(file_no: int, members: np.ndarray) -> SeriesSet | list[str] | str:
             """The file's set; or the names outside its retention; or what is wrong with the file."""
@@ -926,8 +937,9 @@ class Store:
             series_set.names = member_names
             return series_set
 
-        workers = min(len(files), os.cpu_count() or 1, MAX_READ_THREADS)
-        if workers > 1 and len(order) >= PARALLEL_READ_SERIES:
+        big = sum(len(members) for _, members in files) >= PARALLEL_READ_SERIES
+        workers = min(len(files), os.cpu_count() or 1, MAX_READ_THREADS) if big else 1
+        if workers > 1:
             # The copy loops release the GIL: big reads use the CPUs, a file per task.
             with ThreadPoolExecutor(workers, thread_name_prefix="istat-read") as pool:
                 outcomes = list(pool.map(lambda item: read_file(*item), files))

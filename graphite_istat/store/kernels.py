@@ -136,9 +136,10 @@ def values_from_tiles(
     Series are taken a block at a time (``series_block`` need not be sorted).
     A block read for at least ``dense_series`` series is read tile by tile
     (its series read their runs of one tile, two pages, one after the other:
-    the tiles are read whole); a block read for fewer, series by series (each
-    series' runs are one tile apart, a constant stride the CPU prefetches,
-    which reading tile by tile would break up).
+    the tiles are read whole); a block read for fewer, series by series, each
+    series' loads started ``PREFETCH_PIECES`` tiles ahead (its runs are a
+    tile apart, each in another page, so the CPU's own prefetchers do not
+    see them coming).
     """
     order = np.argsort(series_block, kind="mergesort")
     n = order.shape[0]
@@ -148,40 +149,29 @@ def values_from_tiles(
         end = first
         while end < n and series_block[order[end]] == g:
             end += 1
+        held_row = held[g]
         if end - first >= dense_series:
             for p in range(pieces.shape[0]):
                 for k in range(first, end):
                     s = order[k]
-                    _values_of_run(count_tiles, value_tiles, block[s], col[s], pieces, p, held[g], least[s],
+                    _values_of_run(count_tiles, value_tiles, block[s], col[s], pieces, p, held_row, least[s],
                                    per_point, divisor, out[rows[s]])  # fmt: skip
         else:
+            npieces = pieces.shape[0]
             for k in range(first, end):
                 s = order[k]
                 b = block[s]
                 c = col[s]
                 row = out[rows[s]]
-                need = least[s]
-                npieces = pieces.shape[0]
                 for p in range(min(PREFETCH_PIECES, npieces)):
                     _prefetch(count_tiles, b, pieces[p, 0], c, 0)
                     _prefetch(value_tiles, b, pieces[p, 0], c, 0)
                 for p in range(npieces):
-                    tile = pieces[p, 0]
-                    lo = pieces[p, 1]
-                    hi = pieces[p, 2]
-                    at = pieces[p, 3] - lo
                     if p + PREFETCH_PIECES < npieces:
                         _prefetch(count_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
                         _prefetch(value_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
-                    for r in range(lo, hi):
-                        n_points = np.int64(count_tiles[b, tile, c, r]) & COUNT_MAX
-                        if held[g, at + r] and n_points >= need:
-                            if per_point:
-                                row[at + r] = value_tiles[b, tile, c, r] / n_points
-                            else:
-                                row[at + r] = value_tiles[b, tile, c, r] / divisor
-                        else:
-                            row[at + r] = np.nan
+                    _values_of_run(count_tiles, value_tiles, b, c, pieces, p, held_row, least[s],
+                                   per_point, divisor, row)  # fmt: skip
         first = end
 
 

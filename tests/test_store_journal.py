@@ -182,13 +182,21 @@ def test_a_journal_left_by_a_kill_is_rolled_back_at_the_next_open(tmp_path: Path
         assert store.recovered_cells == 0  # the journal was emptied once applied
 
 
-def test_a_journal_of_the_row_format_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_journal_of_the_row_format_is_refused_by_name_unless_it_holds_no_record(tmp_path: Path) -> None:
     import struct
     import zlib
 
     with Store.open(tmp_path, RULES, writable=True, options=OPTIONS) as store:
         store.write(WriteBatch.from_arrays(["acc.a"], [NOW], [1.0]), now=NOW)
     body = b"ISTATUND" + struct.pack("<IH", 1, 5) + b"agent" + struct.pack("<Q", 7)
-    (tmp_path / UNDO_NAME).write_bytes(body + struct.pack("<I", zlib.crc32(body)) + b"\x00" * 64)
+    header = body + struct.pack("<I", zlib.crc32(body))
+    (tmp_path / UNDO_NAME).write_bytes(header + b"\x00" * 64)
     with pytest.raises(Exception, match=r"undo.log: .*journal format version 1 .* this program reads 2"):
         Store.open(tmp_path, RULES, writable=True, options=OPTIONS)
+    # A batch that had only begun (no record yet) had changed nothing: the store opens
+    # (in this same process: the refused open gave back the writer and index locks).
+    (tmp_path / UNDO_NAME).write_bytes(header)
+    with Store.open(tmp_path, RULES, writable=True, options=OPTIONS) as store:
+        assert store.recovered_cells == 0
+        assert np.nanmax(store.fetch_values(["acc.a"], NOW - 30, NOW + 1, now=NOW).sets[0].values[0]) == 1.0
+    assert (tmp_path / UNDO_NAME).stat().st_size == 0

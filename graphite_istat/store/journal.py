@@ -256,7 +256,7 @@ def _parse_undo_header(path: Path, data: bytes) -> tuple[str, int, int] | None:
     if zlib.crc32(data[:end]) != crc:
         return None
     (version,) = struct.unpack_from("<I", data, 8)
-    if version != UNDO_VERSION:
+    if version != UNDO_VERSION and len(data) > end + 4:
         raise CorruptFileError(
             str(path),
             f"journal format version {version} holds an interrupted batch, this program reads {UNDO_VERSION}: "

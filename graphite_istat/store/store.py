@@ -273,6 +273,8 @@ class Store:
             if not (directory / STORE_META).exists():
                 raise StoreError(f"{directory} is not a graphite-istat storage directory (no {STORE_META})")
             lock = None
+        index: NameIndex | None = None
+        store: Store | None = None
         try:
             # The index exists before store.json does, so a reader that sees
             # store.json finds a complete directory.
@@ -285,6 +287,12 @@ class Store:
                 store._reclaim_orphan_columns()
             return store
         except BaseException:
+            # Give back what was opened (the index's lock, files, journal), so
+            # that this process can open the directory again.
+            if store is not None:
+                store._close_handles()
+            elif index is not None:
+                index.close()
             if lock is not None:
                 lock.release()
             raise
@@ -402,6 +410,12 @@ class Store:
     def close(self) -> None:
         if self.writable:
             self.sync()
+        self._close_handles()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _close_handles(self) -> None:
         for shard_file in self._files.values():
             shard_file.close()
         self._files.clear()
@@ -409,9 +423,6 @@ class Store:
         self.sequences.close()
         if self._journal is not None:
             self._journal.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def __enter__(self) -> Store:
         return self

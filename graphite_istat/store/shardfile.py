@@ -88,10 +88,6 @@ class ArchiveView:
         tile, within = np.divmod(rows, self.tile_rows)
         return self.tiles[field][blocks, tile, :, within]
 
-    def set_row_cells(self, field: str, blocks: np.ndarray, rows: np.ndarray, values: np.ndarray | int) -> None:
-        tile, within = np.divmod(rows, self.tile_rows)
-        self.tiles[field][blocks, tile, :, within] = values
-
 
 class ShardFile:
     """A mapped shard file. Writable instances are used by the one writer only."""

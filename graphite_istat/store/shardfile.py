@@ -3,10 +3,10 @@
 The byte layout is documented in ``format.py``. This module turns it into
 arrays: for every archive a ``stamps`` array of shape (blocks, rows) and one
 array per sub-counter of shape (blocks, tiles, block_columns, tile_rows), all
-strided views into a single shared memory map of the whole file, so a batch
-is applied to a file with a few fancy-indexing operations however many blocks
-it spans. ``ArchiveView`` addresses cells by (block, row, column) and hides
-the tiling from everything but the reads' copy loops. Column bookkeeping
+strided views into a single shared memory map of the whole file, so the
+compiled passes of ``apply.py`` and ``read.py`` reach every block of a file
+through one array per counter. ``ArchiveView`` addresses cells by (block,
+row, column) and hides the tiling from everything but those passes. Column bookkeeping
 (which columns are in use, their aggregation method and xFilesFactor) lives
 here too.
 """

@@ -58,7 +58,10 @@ def test_a_cell_is_at_tile_column_row_in_tile(tmp_path: Path) -> None:
         path = store.info(names[0]).path
     raw = path.read_bytes()
     at = _documented_offsets(raw)
-    assert (at["version"], at["columns"], at["tile_rows"]) == (2, 4, 8)
+    assert (at["version"], at["columns"], at["tile_rows"]) == (3, 4, 8)
+    # block 0's rolled_until: a finest step before the clock of the write
+    (rolled_until,) = struct.unpack_from("<q", raw, HEADER_SIZE + 24)
+    assert rolled_until == NOW - at["step"]
     checked = 0
     for m, name in enumerate(names):
         column = columns[name]
@@ -108,7 +111,8 @@ def _rewrite_header(path: Path, **fields) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"version": 1}, "format version 1, this program reads 2"),
+        ({"version": 1}, "format version 1, this program reads 3"),
+        ({"version": 2}, "format version 2, this program reads 3"),
         ({"tile_rows": 0}, "0 rows per tile"),
         ({"tile_rows": 32}, "does not match its layout"),
     ],
@@ -123,11 +127,11 @@ def test_a_file_of_another_version_or_tiling_is_refused_by_name(tmp_path: Path, 
     assert str(path) in str(caught.value) and message in str(caught.value)
 
 
-def test_a_store_description_of_format_version_1_is_refused(tmp_path: Path) -> None:
+def test_a_store_description_of_format_version_2_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     with Store.open(directory, RULES, writable=True):
         pass
     meta = directory / "store.json"
-    meta.write_text(meta.read_text().replace('"version": 2', '"version": 1'))
-    with pytest.raises(CorruptFileError, match="format version 1, expected 2"):
+    meta.write_text(meta.read_text().replace('"version": 3', '"version": 2'))
+    with pytest.raises(CorruptFileError, match="format version 2, expected 3"):
         Store.open(directory, RULES, writable=False)

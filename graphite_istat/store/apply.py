@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .format import COUNT_MAX
-from .kernels import empty_rows, gather_cells, merge_planned, plan_runs
+from .format import APPROXIMATE, COUNT_MAX
+from .kernels import NO_F8, NO_I4, empty_rows, gather_cells, merge_planned, plan_runs
 from .shardfile import ArchiveView, ShardFile
 
 # Called before an archive changes, with (archive, cells, their before-images
@@ -140,10 +140,6 @@ def _before_images(shard: ShardFile, view: ArchiveView, cells: np.ndarray, pick:
     return images
 
 
-_NO_F8 = np.zeros(0, dtype=np.float64)
-_NO_I4 = np.zeros(0, dtype=np.int32)
-
-
 def merge_runs(
     shard: ShardFile,
     archive: int,
@@ -196,7 +192,7 @@ def merge_runs(
     with_last = "last" in flat
     return merge_planned(
         flat["count"], flat["sum"], flat["sumsq"], flat["min"], flat["max"],
-        flat["last"] if with_last else _NO_F8, flat["last_offset"] if with_last else _NO_I4, with_last,
+        flat["last"] if with_last else NO_F8, flat["last_offset"] if with_last else NO_I4, with_last,
         stride["count"], stride["sum"], cells, action, runs.bucket,
         runs.count, runs.sum, runs.sumsq, runs.min, runs.max, runs.last, runs.last_ts,
         replace, approximate,
@@ -258,6 +254,81 @@ def recompute_from_finer(
     return runs.take(np.flatnonzero(~covered))
 
 
+def rolled_until_after(shard: ShardFile, now: int) -> int:
+    """The ``rolled_until`` a write at ``now`` gives the blocks it touches: a finest step before now."""
+    return max(now - shard.layout.finest_step, 1)
+
+
+def roll_up(
+    shard: ShardFile, blocks: np.ndarray, until: int, before_change: BeforeChange | None = None
+) -> int:
+    """Roll up the waiting buckets of ``blocks`` that end by ``until`` in every rolling archive; returns cells stored.
+
+    A bucket waits when it ends after its block's ``rolled_until`` (R) but
+    no later than R plus a finest step plus the finest archive's spare rows
+    (no point of a later bucket has been applied to the block). Each is set
+    to the combination of its finest cells (see "Rollups" in ``format.py``).
+    R itself is left to the caller, to be stored once the rollup is committed.
+    """
+    layout = shard.layout
+    finest = layout.archives[0]
+    rolled = np.asarray(shard.rolled_until[blocks], dtype=np.int64)
+    newest = rolled + finest.step + finest.spare * finest.step
+    stored = 0
+    for archive, spec in enumerate(layout.archives):
+        if not layout.rolls_up(archive):
+            continue
+        step = spec.step
+        first = rolled - rolled % step
+        last = np.minimum((until - step) - (until - step) % step, newest - newest % step)
+        counts = np.where(rolled > 0, (last - first) // step + 1, 0).clip(min=0)
+        total = int(counts.sum())
+        if not total:
+            continue
+        pair_block = np.repeat(blocks, counts)
+        within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        pair_bucket = np.repeat(first, counts) + step * within
+        pair, col = np.nonzero(shard.columns["in_use"][pair_block])
+        block, bucket = pair_block[pair], pair_bucket[pair]
+        column = block * shard.block_columns + col
+        if counts.max() > 1:
+            order = np.lexsort((bucket, column))
+            block, col, bucket, column = block[order], col[order], bucket[order], column[order]
+        cells = shard.from_finest(archive, block, col, bucket)
+        raw = cells["count"]
+        for approximate in (False, True):
+            pick = np.flatnonzero(
+                ((raw & COUNT_MAX) > 0) & (((raw & APPROXIMATE) != 0) == approximate)
+            )
+            if not len(pick):
+                continue
+            runs = Runs(
+                column=column[pick],
+                bucket=bucket[pick],
+                count=raw[pick] & COUNT_MAX,
+                sum=cells["sum"][pick],
+                sumsq=cells["sumsq"][pick],
+                min=cells["min"][pick],
+                max=cells["max"][pick],
+                last=cells["last"][pick],
+                last_ts=cells["last_ts"][pick],
+            )
+            changed = np.unique(runs.column // shard.block_columns)
+            shard.generations[changed] += 1  # odd: readers of these blocks wait
+            try:
+                stored += merge_runs(
+                    shard,
+                    archive,
+                    runs,
+                    replace=True,
+                    approximate=approximate,
+                    before_change=before_change,
+                )
+            finally:
+                shard.generations[changed] += 1
+    return stored
+
+
 def apply_points(
     shard: ShardFile,
     column: np.ndarray,
@@ -289,6 +360,12 @@ def apply_points(
                 runs = coarsen(runs, spec.step)
             window_start = (now - now % spec.step) - (spec.rows - 1) * spec.step
             inside = runs.bucket >= window_start
+            if shard.layout.rolls_up(archive):
+                # a bucket not rolled up yet gets these points from the finest archive when it is
+                inside &= (
+                    runs.bucket + spec.step
+                    <= shard.rolled_until[runs.column // shard.block_columns]
+                )
             in_window = runs if inside.all() else runs.take(np.flatnonzero(inside))
             if keep_last and archive == 0:
                 merge_runs(shard, archive, in_window, replace=True, before_change=before_change)

@@ -9,7 +9,7 @@ A storage directory holds::
     sequences.log       the last sequence applied per source, for exactly-once writes (``journal.py``)
     data/NNNNN.ist      shard files, numbered; a slot is (file number << 32 | column)
 
-Shard file, format version 2
+Shard file, format version 3
 ============================
 All integers are little-endian. A shard file holds the metrics of one shard
 (``crc32(name) % shards``) that share one *layout*: the archives (step, rows)
@@ -39,7 +39,7 @@ pages each new bucket touches: see README, "Storage benchmark").
 File header (``HEADER_STRUCT``)::
 
     0   8s   magic            b"ISTATSHD"
-    8   u32  format version   2
+    8   u32  format version   3
     12  u32  shard            shard number of the metrics in this file
     16  u32  block_columns    metric columns per block (B)
     20  u32  flags            bit 0: the ``last`` and ``last_offset`` counters are stored
@@ -64,6 +64,7 @@ Block (``block_bytes`` long, every region page aligned)::
     8     u32  block number
     12    u32  reserved
     16    u64  generation     a seqlock: odd while the writer changes the block
+    24    i64  rolled_until   coarse buckets ending at or before it are rolled up (below); 0 = none
     64    B x column record (COLUMN_STRUCT, 16 bytes each):
              u8 in_use, u8 aggregation method code, u8 flags, u8 reserved,
              f32 xFilesFactor, u32 reserved, u32 crc32 of the first 12 bytes
@@ -82,8 +83,31 @@ Block (``block_bytes`` long, every region page aligned)::
         last         f64[tiles][B][T]     only with flag bit 0
         last_offset  i32[tiles][B][T]     only with flag bit 0: seconds from bucket start
 
-Version 1 stored each counter time-major (``[ring][B]``); it is not read by
-this version.
+Version 1 stored each counter time-major (``[ring][B]``), version 2 wrote
+every archive on every write (no ``rolled_until``); neither is read by this
+version.
+
+Rollups
+-------
+A coarse archive whose buckets fit in the finest archive's retention with a
+finest step to spare (``Layout.rolls_up``) is not written point by point: a
+point lands in the finest archive only, and a coarse bucket is *rolled up*
+(its cells set to the combination of the finest cells it covers, exactly)
+once the writer's clock is a finest step past its end. ``rolled_until`` (R)
+says how far a block is rolled up: every coarse bucket B with
+``B + step <= R`` is, in every rolling archive. The writer rolls up a
+block's ended buckets before it applies points to it, so finest rows are
+never reused while a bucket they belong to still waits. Points of a bucket
+already rolled up (late ones, and any older than the finest retention) are
+merged into the coarse archive as they come, as well as into the finest.
+
+A reader takes a coarse bucket with ``B + step > R`` from the finest archive
+(the same combination a rollup would store) and ignores the coarse cells;
+other buckets from the coarse cells. R only moves forward and is stored
+after the batch that rolled its buckets is committed, so a crash leaves it
+behind, never ahead: a bucket it calls waiting is then read from the finest
+cells (which still hold it) and rolled up again by the next write. R = 0: no
+point was ever applied to the block, nothing waits.
 
 A cell is *approximate* when its counters were not made from raw points but
 estimated from one aggregate value (history imported from whisper's coarser
@@ -110,7 +134,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TILE_ROWS = 8  # rows per tile of the files this version creates: one cache line of float64
 FILE_MAGIC = b"ISTATSHD"
 BLOCK_MAGIC = b"ISTATBLK"
@@ -126,6 +150,7 @@ HEADER_CRC_OFFSET = HEADER_SIZE - 4
 
 BLOCK_HEADER_STRUCT = struct.Struct("<8sII")  # magic, block number, reserved
 BLOCK_GEN_OFFSET = 16
+BLOCK_ROLLED_OFFSET = 24
 BLOCK_COLUMNS_OFFSET = 64
 COLUMN_STRUCT = struct.Struct("<BBBBfII")  # in_use, method, flags, reserved, xff, reserved, crc
 COLUMN_BYTES = COLUMN_STRUCT.size
@@ -232,6 +257,18 @@ class Layout:
     @property
     def max_retention(self) -> int:
         return max(a.seconds for a in self.archives)
+
+    def rolls_up(self, archive: int) -> bool:
+        """Whether coarse ``archive`` is rolled up from the finest one instead of written per point.
+
+        It is when the finest archive keeps a whole bucket of it plus the
+        rollup's lag (one finest step) and a step of margin, so that a bucket
+        is still whole in the finest archive when it is rolled up.
+        """
+        if archive == 0:
+            return False
+        finest, spec = self.archives[0], self.archives[archive]
+        return spec.step % finest.step == 0 and finest.seconds >= spec.step + 2 * finest.step
 
     def cell_bytes(self) -> int:
         return sum(dt.itemsize for _, dt in self.fields)

@@ -12,6 +12,10 @@ to a crash of the writing process:
 3. when every file is done, (source, sequence) is appended to the sequence
    table -- the commit point -- and the journal is emptied.
 
+The rollups a write makes before its points (``apply.roll_up``) change no
+value a reader sees; once they are done the journal is cut back to its
+header (a checkpoint), so a failure after it undoes only the points.
+
 On the next writable open, a non-empty journal whose (source, sequence) is
 not in the table is a batch interrupted half way: its before-images are
 written back, newest first, and the producer's re-send applies it again,
@@ -189,6 +193,7 @@ class UndoJournal:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
+        self._header_bytes = 0
 
     @classmethod
     def open(cls, path: Path) -> UndoJournal:
@@ -210,6 +215,15 @@ class UndoJournal:
         raw = source.encode("utf-8")
         body = UNDO_MAGIC + struct.pack("<IH", UNDO_VERSION, len(raw)) + raw + struct.pack("<Q", sequence)
         _write_all(self._fd, body + struct.pack("<I", zlib.crc32(body)))
+        self._header_bytes = len(body) + 4
+
+    def checkpoint(self) -> None:
+        """Keep what the batch changed so far (it must change no value a reader sees); undo only what follows.
+
+        The rollups a write does before its points are such changes (see
+        ``apply.roll_up``): the journal drops their records, keeping the header.
+        """
+        os.ftruncate(self._fd, self._header_bytes)
 
     def capture(
         self,

@@ -33,6 +33,9 @@ CELL_OFFSET = (1 << CELL_SHIFT) - 1
 # A series read on its own runs a tile apart: its loads are started this many
 # tiles ahead (software prefetch), so that several misses are in flight.
 PREFETCH_PIECES = 8
+# Stand-ins for the ``last`` and ``last_offset`` arrays of layouts without them.
+NO_F8 = np.zeros(0, dtype=np.float64)
+NO_I4 = np.zeros(0, dtype=np.int32)
 
 
 @intrinsic
@@ -374,3 +377,81 @@ def merge_planned(
                 last[j] = run_last[k]
                 last_offset[i] = seconds
     return stored
+
+
+@njit(cache=True, nogil=True)
+def combine_finer(
+    count: np.ndarray,
+    total: np.ndarray,
+    sumsq: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    last: np.ndarray,
+    last_offset: np.ndarray,
+    with_last: bool,
+    stride4: int,
+    stride8: int,
+    stamps: np.ndarray,
+    step: int,
+    ratio: int,
+    tile_rows: int,
+    block_columns: int,
+    block: np.ndarray,
+    col: np.ndarray,
+    bucket: np.ndarray,
+    out_count: np.ndarray,
+    out_sum: np.ndarray,
+    out_sumsq: np.ndarray,
+    out_min: np.ndarray,
+    out_max: np.ndarray,
+    out_last: np.ndarray,
+    out_last_ts: np.ndarray,
+) -> None:
+    """Cell k of a coarser bucket (``block[k]``, ``col[k]``, ``bucket[k]``) from the ``ratio`` finer cells it covers.
+
+    The arrays are the finer archive's (``step`` seconds, its ``stamps``):
+    counts and sums of the cells whose row holds their bucket are added, min
+    and max taken, ``last`` is the latest finer cell's with points.
+    ``out_count`` keeps the APPROXIMATE bit if any finer cell had it; an
+    empty result has count 0 (its other counters are meaningless).
+    """
+    ring = stamps.shape[1]
+    tile_cells = block_columns * tile_rows
+    for k in range(block.shape[0]):
+        b = block[k]
+        c = col[k]
+        points = np.int64(0)
+        flags = np.int64(0)
+        s = 0.0
+        q = 0.0
+        lo = np.inf
+        hi = -np.inf
+        last_value = np.nan
+        last_ts = np.int64(0)
+        for i in range(ratio):
+            fine_bucket = bucket[k] + i * step
+            r = (fine_bucket // step) % ring
+            if stamps[b, r] != fine_bucket:
+                continue
+            offset = (r // tile_rows) * tile_cells + c * tile_rows + r % tile_rows
+            raw = np.int64(count[b * stride4 + offset])
+            n = raw & COUNT_MAX
+            if n == 0:
+                continue
+            points += n
+            flags |= raw & APPROXIMATE
+            j = b * stride8 + offset
+            s += total[j]
+            q += sumsq[j]
+            lo = min(lo, low[j])
+            hi = max(hi, high[j])
+            if with_last:
+                last_value = last[j]
+                last_ts = fine_bucket + last_offset[b * stride4 + offset]
+        out_count[k] = min(points, COUNT_MAX) | flags
+        out_sum[k] = s
+        out_sumsq[k] = q
+        out_min[k] = lo
+        out_max[k] = hi
+        out_last[k] = last_value
+        out_last_ts[k] = last_ts

@@ -133,6 +133,52 @@ class _ReadPlan:
         return self.pieces[held], self.pieces[~held]
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """Cells of a read whose bucket is not rolled up yet, with their counters combined from the finest archive."""
+
+    series: np.ndarray  # per cell: the series (row of the output)
+    point: np.ndarray  # per cell: the grid point (column of the output)
+    counters: dict[str, np.ndarray]  # as ``ShardFile.from_finest`` makes them
+
+    @classmethod
+    def find(
+        cls, shard: ShardFile, grid: TimeGrid, plan: _ReadPlan, current: np.ndarray
+    ) -> _Waiting | None:
+        """The waiting cells of a rolling archive (see "Rollups" in ``format.py``); marks their blocks' buckets current.
+
+        A bucket B of a block waits when ``B + step > rolled_until`` (R > 0),
+        up to the newest bucket a point could have been applied to: R, a
+        finest step, the finest archive's spare rows.
+        """
+        layout = shard.layout
+        if not layout.rolls_up(grid.archive):
+            return None
+        rolled = np.asarray(shard.rolled_until[plan.blocks], dtype=np.int64)
+        active = rolled > 0
+        if not active.any():
+            return None
+        finest = layout.archives[0]
+        newest = rolled + finest.step + finest.spare * finest.step
+        buckets = grid.buckets()
+        # only the grid points some block can have waiting
+        first = int(np.searchsorted(buckets, int(rolled[active].min()) - grid.step, side="right"))
+        end = int(np.searchsorted(buckets, int(newest[active].max()), side="right"))
+        if first >= end:
+            return None
+        near = buckets[first:end][None, :]
+        waiting = active[:, None] & (near + grid.step > rolled[:, None]) & (near <= newest[:, None])
+        if not waiting.any():
+            return None
+        current[:, first:end] |= waiting
+        series, at = np.nonzero(waiting[plan.series_block])
+        point = at + first
+        counters = shard.from_finest(
+            grid.archive, plan.block[series], plan.col[series], buckets[point]
+        )
+        return cls(series, point, counters)
+
+
 def _read_consistently(
     shard: ShardFile,
     grid: TimeGrid,
@@ -209,6 +255,10 @@ def read_columns(
                 view.tiles[name], plan.block, plan.col, plan.series_block, pieces, out[name],
                 shard.block_columns // TILE_MAJOR_FRACTION,
             )  # fmt: skip
+        waiting = _Waiting.find(shard, grid, plan, current)
+        if waiting is not None:
+            for name in fields:
+                out[name][waiting.series, waiting.point] = waiting.counters[name]
 
     current = _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     raw = out["count"]
@@ -287,6 +337,29 @@ def read_values(
                 out,
                 shard.block_columns // TILE_MAJOR_FRACTION,
             )
+        waiting = _Waiting.find(shard, grid, plan, current)
+        if waiting is not None:
+            out[waiting.series, waiting.point] = _waiting_values(
+                waiting, grid, finest, method_of_row, least
+            )
 
     _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     return out
+
+
+def _waiting_values(
+    waiting: _Waiting, grid: TimeGrid, finest: int, method_of_row: np.ndarray, least: np.ndarray
+) -> np.ndarray:
+    """The default values of waiting cells, as ``values_from_tiles`` makes them from stored cells."""
+    counters = waiting.counters
+    count = counters["count"] & COUNT_MAX
+    methods = method_of_row[waiting.series]
+    values = np.full(len(count), np.nan)
+    for method in np.unique(methods).tolist():
+        field, per_point = FUSED_METHODS[method]
+        pick = np.flatnonzero((methods == method) & (count >= least[waiting.series]))
+        divisor = (
+            count[pick] if per_point else (grid.step / finest if method == "avg_zero" else 1.0)
+        )
+        values[pick] = counters[field][pick] / divisor
+    return values

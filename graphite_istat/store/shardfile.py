@@ -26,6 +26,7 @@ from .format import (
     BLOCK_GEN_OFFSET,
     BLOCK_HEADER_STRUCT,
     BLOCK_MAGIC,
+    BLOCK_ROLLED_OFFSET,
     COLUMN_BYTES,
     COLUMN_DTYPE,
     HEADER_SIZE,
@@ -38,6 +39,7 @@ from .format import (
     pack_header,
     unpack_header,
 )
+from .kernels import NO_F8, NO_I4, combine_finer
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
 
@@ -105,6 +107,7 @@ class ShardFile:
         self.nblocks = 0
         self.archives: tuple[ArchiveView, ...] = ()
         self.generations = np.zeros(0, dtype=np.uint64)
+        self.rolled_until = np.zeros(0, dtype=np.int64)
         self.columns = np.zeros((0, header.block_columns), dtype=COLUMN_DTYPE)
         self._free: list[int] = []
         self._populate_ok = not writable
@@ -146,6 +149,7 @@ class ShardFile:
     def close(self) -> None:
         self.archives = ()
         self.generations = np.zeros(0, dtype=np.uint64)
+        self.rolled_until = np.zeros(0, dtype=np.int64)
         self.columns = np.zeros((0, self.block_columns), dtype=COLUMN_DTYPE)
         self._map = None  # views still held elsewhere keep the old map alive
         if self._fd >= 0:
@@ -179,6 +183,7 @@ class ShardFile:
             self._map = None
             self.archives = ()
             self.generations = np.zeros(0, dtype=np.uint64)
+            self.rolled_until = np.zeros(0, dtype=np.int64)
             self.columns = np.zeros((0, self.block_columns), dtype=COLUMN_DTYPE)
             return
         length = HEADER_SIZE + nblocks * self.header.block_bytes
@@ -193,6 +198,9 @@ class ShardFile:
         B = self.block_columns
         self.generations = np.ndarray(
             (nblocks,), np.uint64, buffer=mm, offset=HEADER_SIZE + BLOCK_GEN_OFFSET, strides=(bb,)
+        )
+        self.rolled_until = np.ndarray(
+            (nblocks,), np.int64, buffer=mm, offset=HEADER_SIZE + BLOCK_ROLLED_OFFSET, strides=(bb,)
         )
         self.columns = np.ndarray(
             (nblocks, B),
@@ -240,6 +248,31 @@ class ShardFile:
             )
             for name in fields
         ]
+
+    def from_finest(
+        self, archive: int, block: np.ndarray, col: np.ndarray, bucket: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Counters of the cells (block, column, bucket of ``archive``) combined from the finest archive.
+
+        What a rollup stores and what a reader shows for a bucket not yet
+        rolled up (see "Rollups" in ``format.py``). ``count`` keeps the
+        APPROXIMATE bit; ``last_ts`` is absolute.
+        """
+        fine = self.archives[0]
+        n = len(block)
+        out = {name: np.empty(n, dtype=np.float64) for name in ("sum", "sumsq", "min", "max", "last")}
+        out["count"] = np.empty(n, dtype=np.int64)
+        out["last_ts"] = np.empty(n, dtype=np.int64)
+        with_last = "last" in fine.flat
+        flat, stride = fine.flat, fine.flat_block_stride
+        combine_finer(
+            flat["count"], flat["sum"], flat["sumsq"], flat["min"], flat["max"],
+            flat["last"] if with_last else NO_F8, flat["last_offset"] if with_last else NO_I4, with_last,
+            stride["count"], stride["sum"], fine.stamps, fine.step, self.layout.archives[archive].step // fine.step,
+            self.tile_rows, self.block_columns, block, col, bucket,
+            out["count"], out["sum"], out["sumsq"], out["min"], out["max"], out["last"], out["last_ts"],
+        )  # fmt: skip
+        return out
 
     def prefault(self, archive: int, block: int, first_row: int, rows: int, fields: tuple[str, ...]) -> None:
         """Map the pages of a row range in one call per array before a read copies from them.

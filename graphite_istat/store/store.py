@@ -34,7 +34,7 @@ import numpy as np
 from ..config.carbon_conf import CarbonConf
 from ..config.retention import Retention, validate_retentions
 from ..config.storage_rules import StorageRules
-from .apply import Runs, apply_points, merge_runs
+from .apply import Runs, apply_points, merge_runs, roll_up, rolled_until_after
 from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
 from .format import (
     FORMAT_VERSION,
@@ -584,9 +584,10 @@ class Store:
         slots, ts, values = slots[order], ts[order], values[order]
         file_no = slots >> SLOT_SHIFT
         cuts = np.flatnonzero(file_no[1:] != file_no[:-1]) + 1
-        bounds = np.concatenate(([0], cuts, [len(slots)]))
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            number = int(file_no[lo])
+        bounds = np.concatenate(([0], cuts, [len(slots)])).tolist()
+        groups = [(int(file_no[lo]), lo, hi) for lo, hi in pairwise(bounds)]
+        self._roll_up(groups, slots, now)
+        for number, lo, hi in groups:
             shard_file = self._files[number]
             columns = slots[lo:hi] & COLUMN_MASK
             before_change = partial(self._journal.capture, number, shard_file)
@@ -594,6 +595,31 @@ class Store:
                 shard_file, columns, ts[lo:hi], values[lo:hi], now, shard_file.layout.keep_last, before_change
             )
         result.accepted += len(ts)
+
+    def _roll_up(self, groups: list[tuple[int, int, int]], slots: np.ndarray, now: int) -> None:
+        """Before a batch's points: roll up the buckets its blocks have finished, then move their ``rolled_until``.
+
+        The rollups change no value a reader sees, so they are committed on
+        their own (a journal checkpoint) before ``rolled_until`` says they are
+        done; see "Rollups" in ``format.py``.
+        """
+        assert self._journal is not None
+        moves = []
+        stored = 0
+        for number, lo, hi in groups:
+            shard_file = self._files[number]
+            block = (slots[lo:hi] & COLUMN_MASK) // shard_file.block_columns
+            blocks = block[np.flatnonzero(np.diff(block, prepend=-1))]  # sorted by column
+            until = rolled_until_after(shard_file, now)
+            if len(shard_file.layout.archives) > 1:
+                before_change = partial(self._journal.capture, number, shard_file)
+                stored += roll_up(shard_file, blocks, until, before_change)
+            moves.append((shard_file, blocks, until))
+        if stored:
+            self._journal.checkpoint()
+        for shard_file, blocks, until in moves:
+            rolled = shard_file.rolled_until
+            rolled[blocks] = np.maximum(rolled[blocks], until)
 
     def _file_tables(self) -> dict[str, np.ndarray]:
         """Per-file facts as arrays indexed by file number (one extra entry for 'no file').

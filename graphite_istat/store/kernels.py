@@ -39,20 +39,21 @@ NO_I4 = np.zeros(0, dtype=np.int32)
 
 
 @intrinsic
-def _prefetch(typingctx, array, i0, i1, i2, i3):
-    """Ask the CPU to bring the cache line of ``array[i0, i1, i2, i3]`` in (``llvm.prefetch``); no effect on results."""
-    signature = types.void(array, i0, i1, i2, i3)
+def prefetch(typingctx, array, indices):
+    """Ask the CPU to bring the cache line of ``array[indices]`` in (``llvm.prefetch``); no effect on results."""
+    signature = types.void(array, indices)
 
     def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
+        array_type, index_type = sig.args
         view = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, list(args[1:]), wraparound=False)
+        index = cgutils.unpack_tuple(builder, args[1], count=len(index_type))
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, index, wraparound=False)
         byte_pointer = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         prefetch_type = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
-        prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0i8")
+        llvm_prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0i8")
         # read, highest locality (keep in all cache levels), data cache
-        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        builder.call(llvm_prefetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -100,10 +101,10 @@ def copy_tile_runs(
                 b = block[s]
                 c = col[s]
                 for p in range(min(PREFETCH_PIECES, npieces)):
-                    _prefetch(tiles, b, pieces[p, 0], c, 0)
+                    prefetch(tiles, (b, pieces[p, 0], c, 0))
                 for p in range(npieces):
                     if p + PREFETCH_PIECES < npieces:
-                        _prefetch(tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
+                        prefetch(tiles, (b, pieces[p + PREFETCH_PIECES, 0], c, 0))
                     tile = pieces[p, 0]
                     lo = pieces[p, 1]
                     hi = pieces[p, 2]
@@ -167,12 +168,12 @@ def values_from_tiles(
                 c = col[s]
                 row = out[rows[s]]
                 for p in range(min(PREFETCH_PIECES, npieces)):
-                    _prefetch(count_tiles, b, pieces[p, 0], c, 0)
-                    _prefetch(value_tiles, b, pieces[p, 0], c, 0)
+                    prefetch(count_tiles, (b, pieces[p, 0], c, 0))
+                    prefetch(value_tiles, (b, pieces[p, 0], c, 0))
                 for p in range(npieces):
                     if p + PREFETCH_PIECES < npieces:
-                        _prefetch(count_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
-                        _prefetch(value_tiles, b, pieces[p + PREFETCH_PIECES, 0], c, 0)
+                        prefetch(count_tiles, (b, pieces[p + PREFETCH_PIECES, 0], c, 0))
+                        prefetch(value_tiles, (b, pieces[p + PREFETCH_PIECES, 0], c, 0))
                     _values_of_run(count_tiles, value_tiles, b, c, pieces, p, held_row, least[s],
                                    per_point, divisor, row)  # fmt: skip
         first = end

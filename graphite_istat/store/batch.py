@@ -9,10 +9,69 @@ store, which knows them, so every producer gets the same rules and counters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
+
+
+class EncodedNames(Sequence[str]):
+    """Names as one buffer of UTF-8 bytes and their offsets: name i is ``data[offsets[i]:offsets[i + 1]]``.
+
+    The form a parser that cut names out of received bytes can hand over
+    without making a Python string of each: the store looks them up in
+    one compiled pass (``name_table.py``). It is also a sequence of str,
+    decoded on access, for everything else; bytes that are not UTF-8 decode
+    to lone surrogates, which the store refuses as an invalid name.
+    """
+
+    __slots__ = ("data", "offsets")
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        self.data = np.asarray(data, dtype=np.uint8)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if len(self.offsets) == 0 or np.any(np.diff(self.offsets) < 0) or self.offsets[-1] > len(self.data):
+            raise ValueError("offsets must be non-decreasing, start the first name and end inside data")
+
+    @classmethod
+    def from_strings(cls, names: Sequence[str]) -> EncodedNames:
+        encoded = [name.encode("utf-8", "surrogatepass") for name in names]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[EncodedNames]) -> EncodedNames:
+        """The names of ``parts``, one after the other."""
+        datas, offsets, at = [], [np.zeros(1, dtype=np.int64)], 0
+        for part in parts:
+            first, end = int(part.offsets[0]), int(part.offsets[-1])
+            datas.append(part.data[first:end])
+            offsets.append(part.offsets[1:] - first + at)
+            at += end - first
+        return cls(np.concatenate(datas) if datas else np.zeros(0, np.uint8), np.concatenate(offsets))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        raw = self.data[self.offsets[index] : self.offsets[index + 1]].tobytes()
+        return raw.decode("utf-8", "surrogateescape")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tolist())
+
+    def tolist(self) -> list[str]:
+        text = self.data[self.offsets[0] : self.offsets[-1]].tobytes()
+        cuts = (self.offsets - self.offsets[0]).tolist()
+        return [text[a:b].decode("utf-8", "surrogateescape") for a, b in pairwise(cuts)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +81,8 @@ class WriteBatch:
     Its name is ``names[i]``, or, when ``name_ids`` is given,
     ``names[name_ids[i]]``: producers that already know the distinct names
     (a parser that deduplicates them) pass each once, and the store then
-    looks each up once.
+    looks each up once. ``names`` may be ``EncodedNames`` (bytes the store
+    looks up without a Python string per name).
     """
 
     names: Sequence[str]
@@ -34,7 +94,7 @@ class WriteBatch:
         """The name of every point (expands ``name_ids``)."""
         if self.name_ids is None:
             return self.names
-        names = self.names
+        names = self.names.tolist() if isinstance(self.names, EncodedNames) else self.names
         return [names[i] for i in self.name_ids.tolist()]
 
     @classmethod

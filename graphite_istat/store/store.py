@@ -35,7 +35,7 @@ from ..config.carbon_conf import CarbonConf
 from ..config.retention import Retention, validate_retentions
 from ..config.storage_rules import StorageRules
 from .apply import Runs, apply_points, merge_runs, roll_up, rolled_until_after
-from .batch import INVALID_TIMESTAMP, WriteBatch, WriteResult
+from .batch import INVALID_TIMESTAMP, EncodedNames, WriteBatch, WriteResult
 from .format import (
     FORMAT_VERSION,
     MAX_ARCHIVES,
@@ -476,6 +476,8 @@ class Store:
 
     def _point_slots(self, batch: WriteBatch, keep: np.ndarray | None, result: WriteResult) -> np.ndarray:
         """The slot of every kept point (``keep``: indices, or None for all)."""
+        if isinstance(batch.names, EncodedNames):
+            return self._encoded_point_slots(batch, keep, result)
         if batch.name_ids is None:
             names = batch.names if keep is None else [batch.names[i] for i in keep.tolist()]
             return self._slots(names, result)
@@ -484,6 +486,22 @@ class Store:
         name_slots = np.full(len(batch.names), -1, dtype=np.int64)
         name_slots[used] = self._slots([batch.names[i] for i in used.tolist()], result)
         return name_slots[ids]
+
+    def _encoded_point_slots(self, batch: WriteBatch, keep: np.ndarray | None, result: WriteResult) -> np.ndarray:
+        """``_point_slots`` for names given as bytes: looked up in one pass, only unknown ones decoded."""
+        names = batch.names
+        assert isinstance(names, EncodedNames)
+        name_slots = self.index.slots_of_encoded(names.data, names.offsets)
+        per_point = batch.name_ids if batch.name_ids is not None else np.arange(len(names))
+        if keep is not None:
+            per_point = per_point[keep]
+        unknown = name_slots < 0
+        if unknown.any():
+            needed = np.zeros(len(names), dtype=bool)
+            needed[per_point] = True
+            missing = np.flatnonzero(unknown & needed)
+            name_slots[missing] = self._slots([names[i] for i in missing.tolist()], result)
+        return name_slots[per_point]
 
     def write(
         self,

@@ -1,0 +1,243 @@
+"""A compiled name -> slot table over the names' UTF-8 bytes, for writes that hand names over as bytes.
+
+``NameIndex`` keeps names in a dict of Python strings; a batch whose names
+arrive as one buffer of bytes and their offsets (``batch.EncodedNames``, as
+the plaintext parser cuts them out of what it received) is looked up here
+instead, in one compiled pass without a Python object per name. The table
+is open addressing with linear probing over a power-of-two array of
+(hash, entry) pairs, at most half full; entries keep each name's bytes in
+one growing buffer. Lookups fetch the lines of later names while they
+compare the current one (``_lookup``), so the cache misses of a large
+table overlap instead of queueing.
+
+Not thread-safe: the one writer calls it under its write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
+from .kernels import prefetch
+
+EMPTY = -1
+REMOVED = -2
+LOOKAHEAD = 8
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, nogil=True)
+def _hash_names(data: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = FNV-1a (64 bit) of bytes offsets[i]..offsets[i + 1], as int64."""
+    for i in range(out.shape[0]):
+        h = _FNV_OFFSET
+        for j in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[j])) * _FNV_PRIME
+        out[i] = np.int64(h)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _same_bytes(data: np.ndarray, start: int, length: int, keys: np.ndarray, key_start: int) -> bool:
+    for j in range(length):
+        if data[start + j] != keys[key_start + j]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(table, entries, keys, h, data, start, length) -> int:
+    """The table position holding the name, or -(first free position) - 1."""
+    mask = table.shape[0] - 1
+    p = h & mask
+    free = -1
+    while True:
+        e = table[p, 1]
+        if e == EMPTY:
+            return -(p if free < 0 else free) - 1
+        if e == REMOVED:
+            if free < 0:
+                free = p
+        elif (
+            table[p, 0] == h
+            and entries[e, 1] == length
+            and _same_bytes(data, start, length, keys, entries[e, 0])
+        ):
+            return p
+        p = (p + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _lookup(table, entries, keys, hashes, data, offsets, out) -> None:
+    """out[i] = the slot of name i, or -1.
+
+    A name's lookup touches three cache lines in random places: its table
+    position, its entry, its key bytes, each found from the one before. They
+    are fetched in a pipeline ``LOOKAHEAD`` names deep per stage: the table
+    position of name i + 3L, the entry of the first position matching the
+    hash of name i + 2L, the key bytes of that entry for name i + L; name i
+    is then compared with everything in cache.
+    """
+    mask = table.shape[0] - 1
+    n = hashes.shape[0]
+    depth = LOOKAHEAD
+    candidate = np.full(n, -1, dtype=np.int64)
+    for i in range(n + 3 * depth):
+        if i < n:
+            prefetch(table, (hashes[i] & mask, 0))
+        b = i - 2 * depth
+        if 0 <= b < n:
+            h = hashes[b]
+            p = h & mask
+            while table[p, 1] != EMPTY:
+                if table[p, 0] == h and table[p, 1] >= 0:
+                    candidate[b] = table[p, 1]
+                    prefetch(entries, (table[p, 1], 0))
+                    break
+                p = (p + 1) & mask
+        c = i - depth
+        if 0 <= c < n and candidate[c] >= 0:
+            prefetch(keys, (entries[candidate[c], 0],))
+        d = i - 3 * depth
+        if d >= 0:
+            start = offsets[d]
+            p = _find(table, entries, keys, hashes[d], data, start, offsets[d + 1] - start)
+            out[d] = entries[table[p, 1], 2] if p >= 0 else -1
+
+
+@njit(cache=True, nogil=True)
+def _insert(table, entries, keys, count, used, hashes, data, offsets, slots) -> tuple[int, int, int]:
+    """Add or re-point each name; returns (entries, key bytes used, removed positions reused)."""
+    reused = 0
+    for i in range(hashes.shape[0]):
+        start = offsets[i]
+        length = offsets[i + 1] - start
+        p = _find(table, entries, keys, hashes[i], data, start, length)
+        if p >= 0:
+            entries[table[p, 1], 2] = slots[i]
+            continue
+        p = -p - 1
+        if table[p, 1] == REMOVED:
+            reused += 1
+        keys[used : used + length] = data[start : start + length]
+        entries[count, 0] = used
+        entries[count, 1] = length
+        entries[count, 2] = slots[i]
+        table[p, 0] = hashes[i]
+        table[p, 1] = count
+        count += 1
+        used += length
+    return count, used, reused
+
+
+@njit(cache=True, nogil=True)
+def _remove(table, entries, keys, hashes, data, offsets) -> int:
+    """Remove each name present; returns how many were."""
+    removed = 0
+    for i in range(hashes.shape[0]):
+        start = offsets[i]
+        p = _find(table, entries, keys, hashes[i], data, start, offsets[i + 1] - start)
+        if p >= 0:
+            entries[table[p, 1], 2] = -1
+            table[p, 1] = REMOVED
+            removed += 1
+    return removed
+
+
+def encode_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets) of names as UTF-8, back to back: name i is bytes[offsets[i]:offsets[i + 1]]."""
+    encoded = [name.encode("utf-8") for name in names]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+class NameTable:
+    """name bytes -> slot; -1 for a name it does not hold."""
+
+    def __init__(self) -> None:
+        self._table = np.full((16, 2), EMPTY, dtype=np.int64)
+        self._entries = np.zeros((8, 3), dtype=np.int64)  # key start, key length, slot (-1: removed)
+        self._keys = np.zeros(256, dtype=np.uint8)
+        self._count = 0  # entries, removed ones included
+        self._used = 0  # key bytes
+        self._live = 0
+        self._removed_positions = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def lookup(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The slot of each name ``data[offsets[i]:offsets[i + 1]]``, -1 where unknown."""
+        n = len(offsets) - 1
+        hashes = np.empty(n, dtype=np.int64)
+        _hash_names(data, offsets, hashes)
+        out = np.empty(n, dtype=np.int64)
+        _lookup(self._table, self._entries, self._keys, hashes, data, offsets, out)
+        return out
+
+    def add(self, data: np.ndarray, offsets: np.ndarray, slots: np.ndarray) -> None:
+        """Map each name to its slot (a name already held is re-pointed)."""
+        n = len(offsets) - 1
+        if not n:
+            return
+        hashes = np.empty(n, dtype=np.int64)
+        _hash_names(data, offsets, hashes)
+        self._make_room(n, int(offsets[-1] - offsets[0]))
+        before = self._count
+        self._count, self._used, reused = _insert(
+            self._table, self._entries, self._keys, self._count, self._used,
+            hashes, data, offsets, np.asarray(slots, dtype=np.int64),
+        )  # fmt: skip
+        self._live += self._count - before
+        self._removed_positions -= reused
+
+    def remove(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        n = len(offsets) - 1
+        hashes = np.empty(n, dtype=np.int64)
+        _hash_names(data, offsets, hashes)
+        removed = _remove(self._table, self._entries, self._keys, hashes, data, offsets)
+        self._live -= removed
+        self._removed_positions += removed
+
+    def _make_room(self, names: int, key_bytes: int) -> None:
+        if self._count + names > len(self._entries):
+            grown = np.zeros((max(2 * len(self._entries), self._count + names), 3), dtype=np.int64)
+            grown[: self._count] = self._entries[: self._count]
+            self._entries = grown
+        if self._used + key_bytes > len(self._keys):
+            grown_keys = np.zeros(max(2 * len(self._keys), self._used + key_bytes), dtype=np.uint8)
+            grown_keys[: self._used] = self._keys[: self._used]
+            self._keys = grown_keys
+        occupied = self._live + self._removed_positions + names
+        if 2 * occupied > len(self._table):
+            self._rehash(max(16, 1 << int(2 * (self._live + names) - 1).bit_length()))
+
+    def _rehash(self, size: int) -> None:
+        """A table of ``size`` positions holding the live entries (removed positions dropped)."""
+        live = np.flatnonzero(self._entries[: self._count, 2] >= 0)
+        entries = self._entries[live]
+        starts, lengths = entries[:, 0], entries[:, 1]
+        offsets = np.zeros(len(live) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        _gather_keys(self._keys, starts, lengths, offsets, data)
+        slots = entries[:, 2].copy()
+        self._table = np.full((size, 2), EMPTY, dtype=np.int64)
+        self._entries = np.zeros_like(self._entries)
+        self._count = self._used = self._live = self._removed_positions = 0
+        if len(live):
+            hashes = np.empty(len(live), dtype=np.int64)
+            _hash_names(data, offsets, hashes)
+            self._count, self._used, _ = _insert(
+                self._table, self._entries, self._keys, 0, 0, hashes, data, offsets, slots
+            )
+            self._live = self._count
+
+
+@njit(cache=True, nogil=True)
+def _gather_keys(keys, starts, lengths, offsets, out) -> None:
+    for i in range(starts.shape[0]):
+        out[offsets[i] : offsets[i + 1]] = keys[starts[i] : starts[i] + lengths[i]]

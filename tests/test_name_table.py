@@ -4,7 +4,8 @@ The table is checked against a dict through any mix of additions,
 re-pointings, removals and growth (hypothesis); a store written with
 ``EncodedNames`` must hold exactly what the same points written with str
 names make, creating unknown names, refusing undecodable ones by name and
-counting them, and keeping up with names added and deleted between writes.
+counting them, and keeping up with names added and deleted between writes;
+batches of such names join into one that keeps them as bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_helpers import RULES
 
+from graphite_istat.protocol.result import concat_batches
 from graphite_istat.store.batch import EncodedNames, WriteBatch
 from graphite_istat.store.name_table import NameTable, encode_names
 from graphite_istat.store.store import Store, StoreOptions
@@ -146,3 +148,14 @@ def test_names_created_and_deleted_between_encoded_writes_are_seen(tmp_path: Pat
         everyone = EncodedNames.from_strings(["small.a", "small.b", "small.c", "small.gone"])
         slots = store.index.slots_of_encoded(everyone.data, everyone.offsets).tolist()
         assert slots == [store.info(n).slot for n in everyone.tolist()[:3]] + [-1]
+
+
+def test_batches_of_encoded_names_are_joined_as_encoded_names() -> None:
+    first = WriteBatch(EncodedNames.from_strings(["a", "b"]), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]), np.array([0, 1, 0]))
+    second = WriteBatch(EncodedNames.from_strings(["c", "a"]), np.array([4, 5]), np.array([4.0, 5.0]))
+    joined = concat_batches([first, second])
+    assert isinstance(joined.names, EncodedNames)
+    assert list(joined.point_names()) == ["a", "b", "a", "c", "a"]
+    assert joined.timestamps.tolist() == [1, 2, 3, 4, 5] and joined.values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    mixed = concat_batches([first, WriteBatch(["d"], np.array([6]), np.array([6.0]))])
+    assert list(mixed.point_names()) == ["a", "b", "a", "d"]

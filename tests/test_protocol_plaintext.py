@@ -18,6 +18,7 @@ from graphite_istat.protocol.plaintext import (
     parse_lines_slowly,
 )
 from graphite_istat.protocol.result import ParseResult
+from graphite_istat.store.batch import EncodedNames
 
 NOW = 1_700_000_000
 
@@ -398,7 +399,10 @@ def test_a_large_well_formed_buffer_takes_the_fast_path_and_matches_the_referenc
     fast = parse_lines(data, NOW)
     assert len(fast.batch) == 20_000
     assert_same(fast, parse_lines_slowly(data, NOW))
-    assert isinstance(fast.batch.names, list) and all(type(n) is str for n in fast.batch.names)
+    # plain ASCII names go to the store as bytes, and read as str
+    assert isinstance(fast.batch.names, EncodedNames) and all(type(n) is str for n in fast.batch.names)
+    unusual = parse_lines(data + "servers.hôst.cpu 1 %d\n".encode() % NOW, NOW)
+    assert isinstance(unusual.batch.names, list) and len(unusual.batch) == 20_001
 
 
 def test_invalid_max_line_length_is_refused() -> None:

@@ -33,7 +33,7 @@ from graphite_istat.protocol.result import (
     empty_batch,
     merge_results,
 )
-from graphite_istat.store.batch import WriteBatch
+from graphite_istat.store.batch import EncodedNames, WriteBatch
 
 DEFAULT_MAX_LINE_LENGTH = 16384
 
@@ -298,7 +298,8 @@ def _parse_complete_lines(
             slow_lines.append(line_number)
     if not slow_lines:
         # The common case: keep the distinct names once, so the store looks each up once.
-        batch = WriteBatch(fast.distinct.tolist(), fast.timestamps, fast.values, fast.name_ids)
+        distinct = fast.distinct if isinstance(fast.distinct, EncodedNames) else fast.distinct.tolist()
+        batch = WriteBatch(distinct, fast.timestamps, fast.values, fast.name_ids)
         return rejections.result(batch)
     # Interleave the two sets of points back into line order.
     slow_batch = slow.batch()
@@ -310,7 +311,7 @@ def _parse_complete_lines(
     fast_at, slow_at = rank[fast.lines], rank[slow_line_numbers]
     total = len(fast.lines) + len(slow_lines)
     names = np.empty(total, dtype=object)
-    names[fast_at] = fast.distinct[fast.name_ids]
+    names[fast_at] = np.asarray(fast.distinct, dtype=object)[fast.name_ids]
     names[slow_at] = slow_batch.names
     timestamps = np.empty(total, dtype=np.int64)
     timestamps[fast_at] = fast.timestamps
@@ -329,14 +330,14 @@ class _FastLines:
     def __init__(
         self,
         lines: np.ndarray,
-        distinct: np.ndarray,
+        distinct: EncodedNames | np.ndarray,
         name_ids: np.ndarray,
         timestamps: np.ndarray,
         values: np.ndarray,
         refused: np.ndarray,
     ) -> None:
         self.lines = lines
-        self.distinct = distinct  # object array of str: the distinct names
+        self.distinct = distinct  # the distinct names (EncodedNames, or an object array of str)
         self.name_ids = name_ids  # int64 per point, into distinct
         self.timestamps = timestamps
         self.values = values
@@ -432,9 +433,10 @@ def _read_fields(buffer: pa.Buffer, max_line_length: int, number_type: pa.DataTy
     return pa_csv.read_csv(buffer, read_options=read, parse_options=parse, convert_options=convert)
 
 
-def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct normalised names (object array of str), each line's index into them,
-    and per distinct name whether the fast path may keep it.
+def _decode_names(column: pa.ChunkedArray) -> tuple[EncodedNames | np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct normalised names (``EncodedNames`` when all are plain ASCII names, else an
+    object array of str), each line's index into them, and per distinct name whether the fast
+    path may keep it.
 
     Each distinct name is decoded and checked once. Names that are not plain
     ASCII, or carry tags or a leading ``~``, are normalised as carbon does; those
@@ -445,6 +447,9 @@ def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.n
     distinct = chunks[0].dictionary
     indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks]).astype(np.int64)
     high_byte, unusual = _name_flags(distinct)
+    if not unusual.any():
+        # plain ASCII names, used as they are: handed to the store as bytes
+        return _as_encoded_names(distinct), indices, np.ones(len(distinct), dtype=bool)
     try:
         texts = distinct.cast(pa.string()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:  # some name is not UTF-8: decode the non-ASCII ones one by one
@@ -462,6 +467,19 @@ def _decode_names(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.n
     return texts, indices, usable
 
 
+def _binary_parts(names: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets into them) of an Arrow binary array, without copying."""
+    _, offsets_buffer, data_buffer = names.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[names.offset : names.offset + len(names) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+def _as_encoded_names(names: pa.Array) -> EncodedNames:
+    data, offsets = _binary_parts(names)
+    return EncodedNames(data, offsets)
+
+
 def _name_flags(distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Which names (non-empty, as Arrow binary) have a byte >= 0x80, and which are unusual:
     not plain ASCII, or carrying tags or a leading ``~``.
@@ -469,12 +487,9 @@ def _name_flags(distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     Read straight from the array's offsets and bytes: one numpy pass instead of
     an Arrow kernel per test.
     """
-    _, offsets_buffer, data_buffer = distinct.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
-        distinct.offset : distinct.offset + len(distinct) + 1
-    ]
+    data, offsets = _binary_parts(distinct)
     first, end = int(offsets[0]), int(offsets[-1])
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[first:end]
+    data = data[first:end]
     starts, ends = offsets[:-1] - first, offsets[1:] - first
     high = np.concatenate([[0], np.cumsum(data >= 0x80, dtype=np.int64)])
     semicolons = np.concatenate([[0], np.cumsum(data == ord(";"), dtype=np.int64)])

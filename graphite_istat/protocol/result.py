@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphite_istat.store.batch import WriteBatch
+from graphite_istat.store.batch import EncodedNames, WriteBatch
 
 # Plaintext line protocol.
 MISSING_FIELDS = "missing_fields"
@@ -58,7 +58,8 @@ def concat_batches(batches: Sequence[WriteBatch]) -> WriteBatch:
     The store is several times faster per point on big batches, so decoders'
     pieces and the writer's gathered batches are joined into one. Batches
     that carry distinct names plus ``name_ids`` stay in that form (ids
-    shifted); plain ones are joined as plain name lists.
+    shifted), names as bytes (``EncodedNames``) stay bytes when every batch
+    has them; plain ones are joined as plain name lists.
     """
     batches = [batch for batch in batches if len(batch)]
     if not batches:
@@ -67,6 +68,15 @@ def concat_batches(batches: Sequence[WriteBatch]) -> WriteBatch:
         return batches[0]
     timestamps = np.concatenate([batch.timestamps for batch in batches])
     values = np.concatenate([batch.values for batch in batches])
+    if all(isinstance(batch.names, EncodedNames) for batch in batches):
+        ids = []
+        offset = 0
+        for batch in batches:
+            own = batch.name_ids if batch.name_ids is not None else np.arange(len(batch.names))
+            ids.append(own + offset)
+            offset += len(batch.names)
+        joined = EncodedNames.concat([batch.names for batch in batches])  # type: ignore[misc]
+        return WriteBatch(joined, timestamps, values, np.concatenate(ids).astype(np.int64))
     names: list[str] = []
     if all(batch.name_ids is None for batch in batches):
         for batch in batches:

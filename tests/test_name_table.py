@@ -20,7 +20,7 @@ from store_helpers import RULES
 
 from graphite_istat.protocol.result import concat_batches
 from graphite_istat.store.batch import EncodedNames, WriteBatch
-from graphite_istat.store.name_table import NameTable, encode_names
+from graphite_istat.store.name_table import NameTable, encode_names, join_names
 from graphite_istat.store.store import Store, StoreOptions
 
 NOW = 1_600_000_000
@@ -37,27 +37,30 @@ operations = st.lists(
 def test_the_table_answers_as_a_dict_through_additions_removals_and_growth(operations, probes) -> None:
     table, model = NameTable(), {}
     for op, names, base in operations:
-        data, offsets = encode_names(names)
+        encoded = encode_names(names)
         if op == "add":
-            table.add(data, offsets, np.arange(base, base + len(names)))
+            table.add(*encoded, np.arange(base, base + len(names)))
             for i, name in enumerate(names):
                 model[name] = base + i
         else:
-            table.remove(data, offsets)
+            table.remove(*encoded)
             for name in names:
                 model.pop(name, None)
         assert len(table) == len(model)
     asked = list(model) + probes
-    data, offsets = encode_names(asked)
-    assert table.lookup(data, offsets).tolist() == [model.get(name, -1) for name in asked]
+    assert table.lookup(*encode_names(asked)).tolist() == [model.get(name, -1) for name in asked]
+    joined = join_names(asked)
+    if joined is not None:  # a name holding a newline cannot be joined
+        assert table.lookup(*joined).tolist() == [model.get(name, -1) for name in asked]
 
 
 def test_names_that_share_a_hash_bucket_or_a_prefix_are_told_apart() -> None:
     names = ["a", "ab", "abc", "", "b" * 300, "b" * 299 + "c"] + [f"m{i}" for i in range(5000)]
     table = NameTable()
     table.add(*encode_names(names), np.arange(len(names)))
-    data, offsets = encode_names([*names, "abcd", "b" * 301])
-    assert table.lookup(data, offsets).tolist() == [*range(len(names)), -1, -1]
+    assert table.lookup(*encode_names([*names, "abcd", "b" * 301])).tolist() == [*range(len(names)), -1, -1]
+    assert table.lookup(*join_names([*names, "abcd", "b" * 301])).tolist() == [*range(len(names)), -1, -1]
+    assert join_names(["a", "b\nc"]) is None and join_names(["a", 3]) is None
 
 
 def test_encoded_names_are_a_sequence_of_their_strings() -> None:
@@ -146,7 +149,7 @@ def test_names_created_and_deleted_between_encoded_writes_are_seen(tmp_path: Pat
         assert max(counts["small.a"]["max"][-1:]) == 3.0
         # the table itself knows every name the index holds (not only through the dict's fallback)
         everyone = EncodedNames.from_strings(["small.a", "small.b", "small.c", "small.gone"])
-        slots = store.index.slots_of_encoded(everyone.data, everyone.offsets).tolist()
+        slots = store.index.slots_of_encoded(everyone.data, everyone.offsets[:-1], everyone.offsets[1:]).tolist()
         assert slots == [store.info(n).slot for n in everyone.tolist()[:3]] + [-1]
 
 

@@ -107,7 +107,9 @@ other buckets from the coarse cells. R only moves forward and is stored
 after the batch that rolled its buckets is committed, so a crash leaves it
 behind, never ahead: a bucket it calls waiting is then read from the finest
 cells (which still hold it) and rolled up again by the next write. R = 0: no
-point was ever applied to the block, nothing waits.
+point was ever applied to the block, nothing waits. Cells an import writes
+straight into a coarse bucket that still waits are not read, and its rollup
+replaces them where the finest cells hold points.
 
 A cell is *approximate* when its counters were not made from raw points but
 estimated from one aggregate value (history imported from whisper's coarser

@@ -390,6 +390,7 @@ def combine_finer(
     last: np.ndarray,
     last_offset: np.ndarray,
     with_last: bool,
+    wanted: np.ndarray,
     stride4: int,
     stride8: int,
     stamps: np.ndarray,
@@ -415,9 +416,12 @@ def combine_finer(
     and max taken, ``last`` is the latest finer cell's with points.
     ``out_count`` keeps the APPROXIMATE bit if any finer cell had it; an
     empty result has count 0 (its other counters are meaningless).
+    ``wanted``: whether sum, sumsq, min, max are made (else left
+    meaningless, and not read: a reader wants two or three of them).
     """
     ring = stamps.shape[1]
     tile_cells = block_columns * tile_rows
+    want_sum, want_sumsq, want_min, want_max = wanted[0], wanted[1], wanted[2], wanted[3]
     for k in range(block.shape[0]):
         b = block[k]
         c = col[k]
@@ -442,10 +446,14 @@ def combine_finer(
             points += n
             flags |= raw & APPROXIMATE
             j = b * stride8 + offset
-            s += total[j]
-            q += sumsq[j]
-            lo = min(lo, low[j])
-            hi = max(hi, high[j])
+            if want_sum:
+                s += total[j]
+            if want_sumsq:
+                q += sumsq[j]
+            if want_min:
+                lo = min(lo, low[j])
+            if want_max:
+                hi = max(hi, high[j])
             if with_last:
                 last_value = last[j]
                 last_ts = fine_bucket + last_offset[b * stride4 + offset]

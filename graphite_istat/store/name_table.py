@@ -25,17 +25,44 @@ from .kernels import prefetch
 EMPTY = -1
 REMOVED = -2
 LOOKAHEAD = 8
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+NEWLINE = 10
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+_MULTIPLIER = np.uint64(0xC6A4A7935BD1E995)
+_FMIX1 = np.uint64(0xFF51AFD7ED558CCD)
+_FMIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 
 
 @njit(cache=True, nogil=True)
-def _hash_names(data: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = FNV-1a (64 bit) of bytes offsets[i]..offsets[i + 1], as int64."""
+def _hash_names(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = a 64-bit hash of bytes starts[i]..ends[i], as int64.
+
+    Eight bytes at a time (little-endian words, the tail zero-padded), each
+    word multiplied in, then murmur3's finaliser; the table compares bytes,
+    so the hash only has to spread names, not resist anyone.
+    """
     for i in range(out.shape[0]):
-        h = _FNV_OFFSET
-        for j in range(offsets[i], offsets[i + 1]):
-            h = (h ^ np.uint64(data[j])) * _FNV_PRIME
+        start = starts[i]
+        end = ends[i]
+        h = _SEED ^ (np.uint64(end - start) * _MULTIPLIER)
+        j = start
+        while j + 8 <= end:
+            word = np.uint64(0)
+            for k in range(8):
+                word |= np.uint64(data[j + k]) << np.uint64(8 * k)
+            h = (h ^ word) * _MULTIPLIER
+            h ^= h >> np.uint64(29)
+            j += 8
+        if j < end:
+            word = np.uint64(0)
+            for k in range(end - j):
+                word |= np.uint64(data[j + k]) << np.uint64(8 * k)
+            h = (h ^ word) * _MULTIPLIER
+            h ^= h >> np.uint64(29)
+        h ^= h >> np.uint64(33)
+        h *= _FMIX1
+        h ^= h >> np.uint64(33)
+        h *= _FMIX2
+        h ^= h >> np.uint64(33)
         out[i] = np.int64(h)
 
 
@@ -70,7 +97,7 @@ def _find(table, entries, keys, h, data, start, length) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _lookup(table, entries, keys, hashes, data, offsets, out) -> None:
+def _lookup(table, entries, keys, hashes, data, starts, ends, out) -> None:
     """out[i] = the slot of name i, or -1.
 
     A name's lookup touches three cache lines in random places: its table
@@ -102,18 +129,18 @@ def _lookup(table, entries, keys, hashes, data, offsets, out) -> None:
             prefetch(keys, (entries[candidate[c], 0],))
         d = i - 3 * depth
         if d >= 0:
-            start = offsets[d]
-            p = _find(table, entries, keys, hashes[d], data, start, offsets[d + 1] - start)
+            start = starts[d]
+            p = _find(table, entries, keys, hashes[d], data, start, ends[d] - start)
             out[d] = entries[table[p, 1], 2] if p >= 0 else -1
 
 
 @njit(cache=True, nogil=True)
-def _insert(table, entries, keys, count, used, hashes, data, offsets, slots) -> tuple[int, int, int]:
+def _insert(table, entries, keys, count, used, hashes, data, starts, ends, slots) -> tuple[int, int, int]:
     """Add or re-point each name; returns (entries, key bytes used, removed positions reused)."""
     reused = 0
     for i in range(hashes.shape[0]):
-        start = offsets[i]
-        length = offsets[i + 1] - start
+        start = starts[i]
+        length = ends[i] - start
         p = _find(table, entries, keys, hashes[i], data, start, length)
         if p >= 0:
             entries[table[p, 1], 2] = slots[i]
@@ -133,12 +160,12 @@ def _insert(table, entries, keys, count, used, hashes, data, offsets, slots) -> 
 
 
 @njit(cache=True, nogil=True)
-def _remove(table, entries, keys, hashes, data, offsets) -> int:
+def _remove(table, entries, keys, hashes, data, starts, ends) -> int:
     """Remove each name present; returns how many were."""
     removed = 0
     for i in range(hashes.shape[0]):
-        start = offsets[i]
-        p = _find(table, entries, keys, hashes[i], data, start, offsets[i + 1] - start)
+        start = starts[i]
+        p = _find(table, entries, keys, hashes[i], data, start, ends[i] - start)
         if p >= 0:
             entries[table[p, 1], 2] = -1
             table[p, 1] = REMOVED
@@ -146,12 +173,34 @@ def _remove(table, entries, keys, hashes, data, offsets) -> int:
     return removed
 
 
-def encode_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, offsets) of names as UTF-8, back to back: name i is bytes[offsets[i]:offsets[i + 1]]."""
+def encode_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bytes, starts, ends) of names as UTF-8: name i is bytes[starts[i]:ends[i]]."""
     encoded = [name.encode("utf-8") for name in names]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets[:-1], offsets[1:]
+
+
+def join_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``encode_names`` in two C calls: the names joined by newlines, encoded once.
+
+    None when some name holds a newline (no valid name does) or is not a str.
+    """
+    try:
+        joined = "\n".join(names).encode("utf-8", "surrogatepass")
+    except TypeError:
+        return None
+    data = np.frombuffer(joined, dtype=np.uint8)
+    cuts = np.flatnonzero(data == NEWLINE)
+    if len(cuts) != len(names) - 1:
+        return None
+    starts = np.empty(len(names), dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = cuts + 1
+    ends = np.empty(len(names), dtype=np.int64)
+    ends[:-1] = cuts
+    ends[-1] = len(data)
+    return data, starts, ends
 
 
 class NameTable:
@@ -169,36 +218,34 @@ class NameTable:
     def __len__(self) -> int:
         return self._live
 
-    def lookup(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """The slot of each name ``data[offsets[i]:offsets[i + 1]]``, -1 where unknown."""
-        n = len(offsets) - 1
-        hashes = np.empty(n, dtype=np.int64)
-        _hash_names(data, offsets, hashes)
-        out = np.empty(n, dtype=np.int64)
-        _lookup(self._table, self._entries, self._keys, hashes, data, offsets, out)
+    def lookup(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The slot of each name ``data[starts[i]:ends[i]]``, -1 where unknown."""
+        hashes = np.empty(len(starts), dtype=np.int64)
+        _hash_names(data, starts, ends, hashes)
+        out = np.empty(len(starts), dtype=np.int64)
+        _lookup(self._table, self._entries, self._keys, hashes, data, starts, ends, out)
         return out
 
-    def add(self, data: np.ndarray, offsets: np.ndarray, slots: np.ndarray) -> None:
+    def add(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, slots: np.ndarray) -> None:
         """Map each name to its slot (a name already held is re-pointed)."""
-        n = len(offsets) - 1
+        n = len(starts)
         if not n:
             return
         hashes = np.empty(n, dtype=np.int64)
-        _hash_names(data, offsets, hashes)
-        self._make_room(n, int(offsets[-1] - offsets[0]))
+        _hash_names(data, starts, ends, hashes)
+        self._make_room(n, int((ends - starts).sum()))
         before = self._count
         self._count, self._used, reused = _insert(
             self._table, self._entries, self._keys, self._count, self._used,
-            hashes, data, offsets, np.asarray(slots, dtype=np.int64),
+            hashes, data, starts, ends, np.asarray(slots, dtype=np.int64),
         )  # fmt: skip
         self._live += self._count - before
         self._removed_positions -= reused
 
-    def remove(self, data: np.ndarray, offsets: np.ndarray) -> None:
-        n = len(offsets) - 1
-        hashes = np.empty(n, dtype=np.int64)
-        _hash_names(data, offsets, hashes)
-        removed = _remove(self._table, self._entries, self._keys, hashes, data, offsets)
+    def remove(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        hashes = np.empty(len(starts), dtype=np.int64)
+        _hash_names(data, starts, ends, hashes)
+        removed = _remove(self._table, self._entries, self._keys, hashes, data, starts, ends)
         self._live -= removed
         self._removed_positions += removed
 
@@ -230,9 +277,9 @@ class NameTable:
         self._count = self._used = self._live = self._removed_positions = 0
         if len(live):
             hashes = np.empty(len(live), dtype=np.int64)
-            _hash_names(data, offsets, hashes)
+            _hash_names(data, offsets[:-1], offsets[1:], hashes)
             self._count, self._used, _ = _insert(
-                self._table, self._entries, self._keys, 0, 0, hashes, data, offsets, slots
+                self._table, self._entries, self._keys, 0, 0, hashes, data, offsets[:-1], offsets[1:], slots
             )
             self._live = self._count
 

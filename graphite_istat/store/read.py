@@ -139,11 +139,11 @@ class _Waiting:
 
     series: np.ndarray  # per cell: the series (row of the output)
     point: np.ndarray  # per cell: the grid point (column of the output)
-    counters: dict[str, np.ndarray]  # as ``ShardFile.from_finest`` makes them
+    counters: dict[str, np.ndarray]  # ``fields`` as ``ShardFile.from_finest`` makes them
 
     @classmethod
     def find(
-        cls, shard: ShardFile, grid: TimeGrid, plan: _ReadPlan, current: np.ndarray
+        cls, shard: ShardFile, grid: TimeGrid, plan: _ReadPlan, current: np.ndarray, fields: tuple[str, ...]
     ) -> _Waiting | None:
         """The waiting cells of a rolling archive (see "Rollups" in ``format.py``); marks their blocks' buckets current.
 
@@ -173,9 +173,7 @@ class _Waiting:
         current[:, first:end] |= waiting
         series, at = np.nonzero(waiting[plan.series_block])
         point = at + first
-        counters = shard.from_finest(
-            grid.archive, plan.block[series], plan.col[series], buckets[point]
-        )
+        counters = shard.from_finest(grid.archive, plan.block[series], plan.col[series], buckets[point], fields)
         return cls(series, point, counters)
 
 
@@ -255,7 +253,7 @@ def read_columns(
                 view.tiles[name], plan.block, plan.col, plan.series_block, pieces, out[name],
                 shard.block_columns // TILE_MAJOR_FRACTION,
             )  # fmt: skip
-        waiting = _Waiting.find(shard, grid, plan, current)
+        waiting = _Waiting.find(shard, grid, plan, current, fields)
         if waiting is not None:
             for name in fields:
                 out[name][waiting.series, waiting.point] = waiting.counters[name]
@@ -337,27 +335,29 @@ def read_values(
                 out,
                 shard.block_columns // TILE_MAJOR_FRACTION,
             )
-        waiting = _Waiting.find(shard, grid, plan, current)
+        waiting = _Waiting.find(shard, grid, plan, current, fields)
         if waiting is not None:
-            out[waiting.series, waiting.point] = _waiting_values(
-                waiting, grid, finest, method_of_row, least
-            )
+            out[waiting.series, waiting.point] = _waiting_values(waiting, grid, finest, groups, least)
 
     _read_consistently(shard, grid, plan, fields, copy, max_attempts, writer_alive)
     return out
 
 
 def _waiting_values(
-    waiting: _Waiting, grid: TimeGrid, finest: int, method_of_row: np.ndarray, least: np.ndarray
+    waiting: _Waiting, grid: TimeGrid, finest: int, groups: dict[str, np.ndarray], least: np.ndarray
 ) -> np.ndarray:
     """The default values of waiting cells, as ``values_from_tiles`` makes them from stored cells."""
     counters = waiting.counters
     count = counters["count"] & COUNT_MAX
-    methods = method_of_row[waiting.series]
+    group_of_series = np.empty(len(least), dtype=np.int64)
+    for number, pick in enumerate(groups.values()):
+        group_of_series[pick] = number
+    group = group_of_series[waiting.series]
+    shown = count >= least[waiting.series]
     values = np.full(len(count), np.nan)
-    for method in np.unique(methods).tolist():
+    for number, method in enumerate(groups):
         field, per_point = FUSED_METHODS[method]
-        pick = np.flatnonzero((methods == method) & (count >= least[waiting.series]))
+        pick = np.flatnonzero((group == number) & shown)
         divisor = (
             count[pick] if per_point else (grid.step / finest if method == "avg_zero" else 1.0)
         )

@@ -250,29 +250,36 @@ class ShardFile:
         ]
 
     def from_finest(
-        self, archive: int, block: np.ndarray, col: np.ndarray, bucket: np.ndarray
+        self,
+        archive: int,
+        block: np.ndarray,
+        col: np.ndarray,
+        bucket: np.ndarray,
+        fields: tuple[str, ...] = ("count", "sum", "sumsq", "min", "max", "last"),
     ) -> dict[str, np.ndarray]:
         """Counters of the cells (block, column, bucket of ``archive``) combined from the finest archive.
 
         What a rollup stores and what a reader shows for a bucket not yet
-        rolled up (see "Rollups" in ``format.py``). ``count`` keeps the
-        APPROXIMATE bit; ``last_ts`` is absolute.
+        rolled up (see "Rollups" in ``format.py``). ``count`` (always made)
+        keeps the APPROXIMATE bit; ``last_ts`` is absolute and comes with
+        ``last``. Counters not in ``fields`` are not read.
         """
         fine = self.archives[0]
         n = len(block)
         out = {name: np.empty(n, dtype=np.float64) for name in ("sum", "sumsq", "min", "max", "last")}
         out["count"] = np.empty(n, dtype=np.int64)
         out["last_ts"] = np.empty(n, dtype=np.int64)
-        with_last = "last" in fine.flat
+        with_last = "last" in fine.flat and "last" in fields
         flat, stride = fine.flat, fine.flat_block_stride
+        wanted = np.array([name in fields for name in ("sum", "sumsq", "min", "max")])
         combine_finer(
             flat["count"], flat["sum"], flat["sumsq"], flat["min"], flat["max"],
             flat["last"] if with_last else NO_F8, flat["last_offset"] if with_last else NO_I4, with_last,
-            stride["count"], stride["sum"], fine.stamps, fine.step, self.layout.archives[archive].step // fine.step,
-            self.tile_rows, self.block_columns, block, col, bucket,
+            wanted, stride["count"], stride["sum"], fine.stamps, fine.step,
+            self.layout.archives[archive].step // fine.step, self.tile_rows, self.block_columns, block, col, bucket,
             out["count"], out["sum"], out["sumsq"], out["min"], out["max"], out["last"], out["last_ts"],
         )  # fmt: skip
-        return out
+        return {name: out[name] for name in ("count", *fields, "last_ts") if name in out}
 
     def prefault(self, archive: int, block: int, first_row: int, rows: int, fields: tuple[str, ...]) -> None:
         """Map the pages of a row range in one call per array before a read copies from them.

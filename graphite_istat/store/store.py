@@ -491,7 +491,7 @@ class Store:
         """``_point_slots`` for names given as bytes: looked up in one pass, only unknown ones decoded."""
         names = batch.names
         assert isinstance(names, EncodedNames)
-        name_slots = self.index.slots_of_encoded(names.data, names.offsets)
+        name_slots = self.index.slots_of_encoded(names.data, names.offsets[:-1], names.offsets[1:])
         per_point = batch.name_ids if batch.name_ids is not None else np.arange(len(names))
         if keep is not None:
             per_point = per_point[keep]

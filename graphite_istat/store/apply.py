@@ -271,13 +271,20 @@ def roll_up(
     R itself is left to the caller, to be stored once the rollup is committed.
     """
     layout = shard.layout
-    finest = layout.archives[0]
+    rolling = [archive for archive in range(len(layout.archives)) if layout.rolls_up(archive)]
+    if not rolling:
+        return 0
     rolled = np.asarray(shard.rolled_until[blocks], dtype=np.int64)
+    # the common case, nothing ended since the last write: decided in a few operations
+    lowest = int(rolled.min()) if len(rolled) else 0
+    highest = int(rolled.max()) if len(rolled) else 0
+    if highest <= 0 or all(until // layout.archives[a].step == lowest // layout.archives[a].step for a in rolling):
+        return 0
+    finest = layout.archives[0]
     newest = rolled + finest.step + finest.spare * finest.step
     stored = 0
-    for archive, spec in enumerate(layout.archives):
-        if not layout.rolls_up(archive):
-            continue
+    for archive in rolling:
+        spec = layout.archives[archive]
         step = spec.step
         first = rolled - rolled % step
         last = np.minimum((until - step) - (until - step) % step, newest - newest % step)

@@ -75,6 +75,8 @@ def runs_from_points(column: np.ndarray, ts: np.ndarray, values: np.ndarray, ste
     """Reduce points sorted by (column, ts) to runs per (column, bucket of ``step``)."""
     bucket = ts - ts % step
     starts = _run_starts(column, bucket)
+    if len(starts) == len(column):  # every point alone in its bucket: nothing to reduce
+        return Runs(column, bucket, np.ones(len(column), dtype=np.int64), values, values * values, values, values, values, ts)
     ends = np.append(starts[1:], len(column)) - 1
     return Runs(
         column=column[starts],
@@ -358,21 +360,26 @@ def apply_points(
     gens = shard.generations
     gens[blocks] += 1  # odd: readers of these blocks wait
     try:
-        runs: Runs | None = None
+        finest: Runs | None = None  # the finest archive's runs
+        complete: Runs | None = None  # the runs of the last archive that took every point
         for archive, spec in enumerate(shard.layout.archives):
-            if runs is None:
-                make = runs_keep_last if keep_last else runs_from_points
-                runs = make(column, ts, values, spec.step)
-            else:
-                runs = coarsen(runs, spec.step)
             window_start = (now - now % spec.step) - (spec.rows - 1) * spec.step
+            if finest is None:
+                make = runs_keep_last if keep_last else runs_from_points
+                runs = finest = complete = make(column, ts, values, spec.step)
+            elif shard.layout.rolls_up(archive):
+                # Only buckets already rolled up take points here; the others get
+                # them from the finest archive when they are. Usually there are none.
+                bucket = finest.bucket - finest.bucket % spec.step
+                rolled = shard.rolled_until[finest.column // shard.block_columns]
+                direct = np.flatnonzero((bucket + spec.step <= rolled) & (bucket >= window_start))
+                if not len(direct):
+                    continue
+                runs = coarsen(finest.take(direct), spec.step)
+            else:
+                assert complete is not None
+                runs = complete = coarsen(complete, spec.step)
             inside = runs.bucket >= window_start
-            if shard.layout.rolls_up(archive):
-                # a bucket not rolled up yet gets these points from the finest archive when it is
-                inside &= (
-                    runs.bucket + spec.step
-                    <= shard.rolled_until[runs.column // shard.block_columns]
-                )
             in_window = runs if inside.all() else runs.take(np.flatnonzero(inside))
             if keep_last and archive == 0:
                 merge_runs(shard, archive, in_window, replace=True, before_change=before_change)

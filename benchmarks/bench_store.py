@@ -8,11 +8,17 @@ Both systems get the same points at the same retentions (``10s:6h,1m:7d,10m:5y``
 average, xFilesFactor 0.5) in one run, and one table compares them:
 
 * points/s applied: batches of one point per metric (consecutive 10 s
-  timestamps), every archive updated. graphite-istat takes each batch in one
-  ``Store.write``; whisper takes carbon's writer path, one
-  ``whisper.update_many`` per metric with that metric's points of the batch,
-  on an evenly spread subset of the metrics (a file per metric is too slow
-  and too big for all of them). Creation is timed apart from the rate.
+  timestamps), every archive updated (istat's coarse archives when their
+  buckets end: the batches that end a minute carry its rollup).
+  graphite-istat takes each batch in one ``Store.write``, names as a list
+  of str and as bytes (``EncodedNames``, what the plaintext receiver hands
+  over); whisper takes carbon's writer path, one ``whisper.update_many`` per
+  metric with that metric's points of the batch, on an evenly spread subset
+  of the metrics (a file per metric is too slow and too big for all of
+  them). The measured batches land on rows a store reuses once it has run
+  for a retention; the same batches written on fresh rows before them (the
+  first pass of a new store, which enters a new tile every 8 batches) are
+  shown apart. Median and mean per batch; creation is timed apart.
 * one-metric fetch latency over one day (``fetch_stat`` vs ``whisper.fetch``;
   istat's reads go through a read-only ``Store``, as graphite-web's finder's do),
 * bulk fetch of many metrics over one day (one ``Store.fetch_values``, and
@@ -70,7 +76,7 @@ from common import (
 from graphite_istat.config import load_storage_rules
 from graphite_istat.store.batch import EncodedNames, WriteBatch
 from graphite_istat.store.format import TILE_ROWS
-from graphite_istat.store.store import DEFAULT_VALUE, Store, StoreOptions
+from graphite_istat.store.store import DEFAULT_VALUE, Store, StoreOptions, spare_rows
 
 RETENTIONS = "10s:6h,1m:7d,10m:5y"
 AGGREGATION = "average"
@@ -213,14 +219,14 @@ class Workload:
         """The clock when batch ``batch`` is written: just after its timestamp."""
         return self.timestamp(batch) + STEP
 
-    def istat_batch(self, batch: int, *, encoded: bool = False) -> WriteBatch:
-        ts = np.full(len(self.names), self.timestamp(batch), dtype=np.int64)
+    def istat_batch(self, batch: int, *, encoded: bool = False, shift: int = 0) -> WriteBatch:
+        ts = np.full(len(self.names), self.timestamp(batch) - shift, dtype=np.int64)
         names = self.encoded_names if encoded else self.names
         return WriteBatch.from_arrays(names, ts, self.values[batch % len(self.values)])
 
-    def whisper_jobs(self, batch: int) -> list[tuple[str, list[tuple[int, float]]]]:
+    def whisper_jobs(self, batch: int, shift: int = 0) -> list[tuple[str, list[tuple[int, float]]]]:
         """(path, points) per whisper metric: what carbon's writer hands to update_many."""
-        ts = self.timestamp(batch)
+        ts = self.timestamp(batch) - shift
         row = self.values[batch % len(self.values)]
         return [
             (path, [(ts, float(row[i]))])
@@ -268,52 +274,78 @@ def create_whisper_files(paths: Sequence[str]) -> None:
 def write_phase(
     table: Table, settings: Settings, store: Store, work: Workload, store_dir: Path, whisper_root: Path
 ) -> int:
-    """Create, then write batches to both systems, interleaved; returns the next batch number."""
+    """Create, then write batches to both systems, interleaved; returns the next batch number.
+
+    A store that has run for longer than its retentions reuses its rows; a
+    new one touches fresh pages as it enters each new tile. The measured
+    batches run on reused rows: the same batches are first written one ring
+    of the 1-minute archive earlier (its rows; the first of them creates the
+    metrics), then one ring of the finest archive earlier (its rows, timed:
+    the first pass of a new store), the clock moving forward throughout;
+    batch 0 then takes the rollups of the clock's jump to the measured hour.
+    """
     n, w = len(work.names), len(work.whisper_paths)
+    measured = range(1, 2 * settings.batches - 1)
     rss_before = rss_bytes()
-    create_istat, result = timed(lambda: store.write(work.istat_batch(0), now=work.now_after(0)))
+    # the span of a ring: rows kept plus the spare rows for points ahead of now
+    (step0, rows0), (step1, rows1) = whisper_archives()[:2]
+    future = store.options.future_limit
+    finest_ring = (rows0 + spare_rows(step0, future)) * step0
+    minute_ring = (rows1 + spare_rows(step1, future)) * step1
+    first = work.istat_batch(0, shift=minute_ring)
+    create_istat, result = timed(lambda: store.write(first, now=work.now_after(0) - minute_ring))
     assert result.created == n and result.accepted == n, result
     create_whisper, _ = timed(lambda: create_whisper_files(work.whisper_paths))
-    write_whisper_batch(work.whisper_jobs(0), work.now_after(0))
-
-    str_writes = timed_writes(store, work, range(1, settings.batches), encoded=False)
+    write_whisper_batch(work.whisper_jobs(0, minute_ring), work.now_after(0) - minute_ring)
     names = work.encoded_names
     table_build, _ = timed(lambda: store.index.slots_of_encoded(names.data, names.offsets[:-1], names.offsets[1:]))
+    timed_writes(store, work, measured, encoded=True, shift=minute_ring)
+    first_pass = timed_writes(store, work, measured, encoded=True, shift=finest_ring)
+    # batch 0, untimed, rolls up what the 6 hours' jump of the clock ended
+    timed_writes(store, work, range(1), encoded=True)
+    str_writes = timed_writes(store, work, range(1, settings.batches), encoded=False)
     byte_writes = timed_writes(store, work, range(settings.batches, 2 * settings.batches - 1), encoded=True)
     rss_after = rss_bytes()
     sync_time, _ = timed(store.sync)
 
-    whisper_times = str_writes.whisper + byte_writes.whisper
-    whisper_rate = w / median(whisper_times)
     table.section(
-        f"Writes: 2 x {settings.batches - 1} batches of one point per metric, median per batch "
-        "(mean: all points over all batches' time)"
+        f"Writes: 2 x {settings.batches - 1} batches of one point per metric on reused rows, "
+        "median per batch; the target holds when the mean (all points over all batches' time) meets it too"
     )
-    for title, writes, how in (
-        ("points/s applied, names as str", str_writes, "Store.write of a list of str, as the carbon plugin"),
-        ("points/s applied, names as bytes", byte_writes, "EncodedNames, as the plaintext receiver"),
+    for title, writes, how, judged in (
+        ("points/s applied, names as str", str_writes, "Store.write of a list of str, as the carbon plugin", True),
+        ("points/s applied, names as bytes", byte_writes, "EncodedNames, as the plaintext receiver", True),
+        (
+            "  first pass through the rows",
+            first_pass,
+            f"the same batches a ring ({finest_ring // 3600} h) earlier, names as bytes, on a new store: "
+            "every 8th batch enters new tiles (fresh pages)",
+            False,
+        ),
     ):
         rate = n / median(writes.istat)
         mean_rate = n * len(writes.istat) / sum(writes.istat)
         rates = sorted(n / t for t in writes.istat)
+        whisper_rate = w / median(writes.whisper)
         table.add(
             title,
             fmt_rate(rate),
             fmt_rate(whisper_rate),
             fmt_ratio(rate / whisper_rate),
-            f">= {fmt_rate(TARGET_POINTS_PER_SECOND)}",
-            verdict(rate >= TARGET_POINTS_PER_SECOND),
+            f">= {fmt_rate(TARGET_POINTS_PER_SECOND)}" if judged else "",
+            verdict(min(rate, mean_rate) >= TARGET_POINTS_PER_SECOND) if judged else "",
             f"{how}; mean {fmt_rate(mean_rate)}, range {fmt_rate(rates[0])}..{fmt_rate(rates[-1])}; "
             f"{n:,} points/batch; whisper {w:,} update_many calls/batch",
         )
         table.add(
             "  istat CPU per point",
             f"{median(writes.cpu) / n * 1e9:.0f} ns",
-            f"{median(whisper_times) / w * 1e6:.0f} µs",
+            f"{median(writes.whisper) / w * 1e6:.0f} µs",
             "",
             "",
             "",
-            "istat: process CPU time, median batch; whisper: wall time per update_many",
+            f"istat: process CPU time, median batch (mean {sum(writes.cpu) / len(writes.cpu) / n * 1e9:.0f} ns); "
+            "whisper: wall time per update_many",
         )
     table.add(
         "  istat name table, made on first use",
@@ -360,14 +392,14 @@ class WriteTimes:
     whisper: list[float] = field(default_factory=list)
 
 
-def timed_writes(store: Store, work: Workload, batches: range, *, encoded: bool) -> WriteTimes:
-    """Write ``batches`` to both systems, interleaved, each batch timed."""
+def timed_writes(store: Store, work: Workload, batches: range, *, encoded: bool, shift: int = 0) -> WriteTimes:
+    """Write ``batches`` (``shift`` seconds earlier, clock included) to both systems, interleaved, each timed."""
     times = WriteTimes()
     n = len(work.names)
     for batch in batches:
-        istat_batch = work.istat_batch(batch, encoded=encoded)
-        jobs = work.whisper_jobs(batch)
-        now = work.now_after(batch)
+        istat_batch = work.istat_batch(batch, encoded=encoded, shift=shift)
+        jobs = work.whisper_jobs(batch, shift)
+        now = work.now_after(batch) - shift
         t, result = timed(lambda b=istat_batch, now=now: store.write(b, now=now))
         assert result.accepted == n and not result.rejected, result
         times.istat.append(t.wall)

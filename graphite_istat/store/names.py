@@ -40,10 +40,12 @@ open). Readers notice the replacement by the log's inode changing and reload.
 Concurrency: one writer process (a writable open takes an exclusive ``flock`` on
 the log and raises ``IndexLockedError`` if another writer holds it) and any
 number of reader processes calling ``refresh()``. Within a process, ``get``,
-``get_many``, ``__contains__``, ``find``, ``match`` and ``items`` may run in
-several threads at once while nothing mutates the index; ``add``, ``remove``,
-``flush``, ``compact``, ``refresh`` and ``close`` must not run concurrently
-with any other call (the caller holds a lock or owns the index on one thread).
+``get_many``, ``slots_array``, ``__contains__``, ``find``, ``match`` and
+``items`` may run in several threads at once while nothing mutates the index;
+``add``, ``remove``, ``flush``, ``compact``, ``refresh``, ``close`` and the
+writer's lookups by bytes (``slots_for_write``, ``slots_of_encoded``, which
+bring the byte table up to date) must not run concurrently with any other
+call (the caller holds a lock or owns the index on one thread).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ MAX_NAME_BYTES: Final = 0xFFFF
 MAX_SLOT: Final = 2**63 - 1
 COMPACTING_SUFFIX: Final = ".compacting"
 _COMPACT_CHUNK_BYTES: Final = 1 << 20
-# Below this many names a write's lookup goes through the dict (see ``slots_array``).
+# Below this many names a write's lookup goes through the dict (see ``slots_for_write``).
 JOINED_LOOKUP_MIN_NAMES: Final = 512
 _MISSING: Final = object()
 
@@ -350,27 +352,29 @@ class NameIndex:
         return list(map(self._slots.get, names))
 
     def slots_array(self, names: Sequence[str]) -> np.ndarray:
-        """The slot of each name as an int64 array, -1 for unknown names (the write hot path).
+        """The slot of each name as an int64 array, -1 for unknown names (any thread)."""
+        return np.fromiter(map(self._slots.get, names, repeat(-1)), dtype=np.int64, count=len(names))
 
-        The writer joins many names at once into one buffer of bytes and
-        looks them up in the compiled table (``slots_of_encoded``): two C
-        calls and one compiled pass instead of a dict lookup per name, whose
-        cache misses dominate once the dict is large or was pushed out of
-        the caches. Readers keep to the dict (the table is built and brought
-        up to date by its lookups, which the writer alone makes).
+    def slots_for_write(self, names: Sequence[str]) -> np.ndarray:
+        """``slots_array`` for the writer's hot path (the writer's thread only: it updates the byte table).
+
+        Many names at once are joined into one buffer of bytes and looked up
+        in the compiled table (``slots_of_encoded``): two C calls and one
+        compiled pass instead of a dict lookup per name, whose cache misses
+        dominate once the dict is large or was pushed out of the caches.
         """
         if self._writable and len(names) >= JOINED_LOOKUP_MIN_NAMES:
             joined = join_names(names)
             if joined is not None:
                 return self.slots_of_encoded(*joined)
-        return np.fromiter(map(self._slots.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        return self.slots_array(names)
 
     def slots_of_encoded(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The slot of each name ``data[starts[i]:ends[i]]`` (UTF-8 bytes), -1 for unknown names.
 
         The write hot path for names that arrive as bytes (``batch.EncodedNames``):
         one compiled pass (``name_table.py``), no Python string per name. It
-        changes the table, so it is for the writer (or one thread) only.
+        brings the table up to date first, so it is for the writer's thread only.
         """
         if self._byte_table is None:
             self._byte_table = NameTable()

@@ -457,7 +457,7 @@ class Store:
 
     def _slots(self, names: Sequence[str], result: WriteResult) -> np.ndarray:
         """Slot per name, creating metrics on first sight; -1 where a name is unusable."""
-        slots = self.index.slots_array(names)
+        slots = self.index.slots_for_write(names)
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             created: dict[str, int] = {}

@@ -8,7 +8,8 @@ a clock that moves in small steps (so reads land before, on and after
 rollups) against the brute-force model; the cells really are stored when
 the bucket ends and not before; a ``rolled_until`` left behind (as a crash
 between a rollup and storing it leaves it) reads the same and is rolled up
-again; an archive coarser than the finest retention is written point by point.
+again; an archive coarser than the finest retention is written point by point;
+``check`` names a ``rolled_until`` in the future or behind the block's data.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from store_helpers import RULES, ReferenceStore, compare_archive, read_stats, sh
 
 from graphite_istat.config import StorageRules, parse_storage_aggregation, parse_storage_schemas
 from graphite_istat.store.batch import WriteBatch
+from graphite_istat.store.check import check_store
 from graphite_istat.store.format import COUNT_MAX, ArchiveSpec, Layout
 from graphite_istat.store.store import SLOT_SHIFT, Store, StoreOptions
 
@@ -181,3 +183,20 @@ def test_an_archive_coarser_than_the_finest_retention_is_written_point_by_point(
         store.write(WriteBatch.from_points([("a", start + 61, 4.0)]), now=start + 61)
         assert _coarse_cell(store, "a", 1, start) == (start, 2, 5.0)
         assert _coarse_cell(store, "a", 2, start) == (start, 3, 9.0)
+
+
+def test_check_names_a_rolled_until_in_the_future_or_behind_the_data(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    with Store.open(directory, RULES, writable=True, options=StoreOptions(shards=1)) as store:
+        store.write(WriteBatch.from_points([("small.a", NOW + s, 1.0) for s in range(5)]), now=NOW + 5)
+    assert check_store(directory) == []
+    for corrupt, complaint in ((2**40, "is in the future"), (0, "is behind its newest")):
+        with Store.open(directory, RULES, writable=True) as store:
+            shard_file = store.files()[store.info("small.a").slot >> SLOT_SHIFT]
+            good = int(shard_file.rolled_until[0])
+            shard_file.rolled_until[0] = corrupt
+        problems = check_store(directory)
+        assert len(problems) == 1 and complaint in problems[0] and "block 0" in problems[0], problems
+        with Store.open(directory, RULES, writable=True) as store:
+            store.files()[store.info("small.a").slot >> SLOT_SHIFT].rolled_until[0] = good
+    assert check_store(directory) == []

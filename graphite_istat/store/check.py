@@ -8,6 +8,9 @@ What is checked:
   whole number of blocks, every block header, every column record checksum;
 * every cell with data: a row stamp on its archive's step grid, and
   min <= avg <= max, sum of squares >= 0 (a torn or corrupt cell breaks them);
+* every block's ``rolled_until`` (see "Rollups" in ``format.py``): not in the
+  future, and not so far behind the block's newest finest bucket that reads
+  would take buckets not rolled up from the coarse cells;
 * the index and the files agree: every name points at an in-use column of a
   readable file; in-use columns no name points at are reported (a writer
   reclaims them when it next opens the store).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,8 @@ ROW_CHUNK = 4096
 # Relative slack for min <= avg <= max: the mean of n floats can round past an
 # extreme by a few ulps.
 AVG_TOLERANCE = 1e-9
+# A rolled_until more than this ahead of the wall clock cannot have been written by a writer.
+FUTURE_SLACK = 86400
 
 
 def check_store(directory: str | os.PathLike) -> list[str]:
@@ -108,7 +114,20 @@ def _check_file(shard_file: ShardFile) -> list[str]:
             problems.append(f"{path}: block {block}: {len(bad)} column records fail their checksum (first: {bad[0]})")
         for archive, view in enumerate(shard_file.archives):
             problems.extend(_check_cells(path, block, archive, view))
+        problems.extend(_check_rolled_until(shard_file, block))
     return problems
+
+
+def _check_rolled_until(shard_file: ShardFile, block: int) -> list[str]:
+    rolled = int(shard_file.rolled_until[block])
+    finest = shard_file.layout.archives[0]
+    newest = int(np.max(shard_file.archives[0].stamps[block]))
+    where = f"{shard_file.path}: block {block}: rolled_until {rolled}"
+    if rolled > time.time() + FUTURE_SLACK:
+        return [f"{where} is in the future"]
+    if newest > 0 and rolled < newest - finest.step - finest.spare * finest.step:
+        return [f"{where} is behind its newest finest bucket {newest}"]
+    return []
 
 
 def _check_cells(path: Path, block: int, archive: int, view) -> list[str]:

@@ -76,7 +76,8 @@ def runs_from_points(column: np.ndarray, ts: np.ndarray, values: np.ndarray, ste
     bucket = ts - ts % step
     starts = _run_starts(column, bucket)
     if len(starts) == len(column):  # every point alone in its bucket: nothing to reduce
-        return Runs(column, bucket, np.ones(len(column), dtype=np.int64), values, values * values, values, values, values, ts)
+        ones = np.ones(len(column), dtype=np.int64)
+        return Runs(column, bucket, ones, values, values * values, values, values, values, ts)
     ends = np.append(starts[1:], len(column)) - 1
     return Runs(
         column=column[starts],

@@ -458,6 +458,11 @@ class Store:
     def _slots(self, names: Sequence[str], result: WriteResult) -> np.ndarray:
         """Slot per name, creating metrics on first sight; -1 where a name is unusable."""
         slots = self.index.slots_for_write(names)
+        self._create_missing(names, slots, result)
+        return slots
+
+    def _create_missing(self, names: Sequence[str], slots: np.ndarray, result: WriteResult) -> None:
+        """Create the metrics of the names whose slot is -1 (each once), in place; -1 stays for unusable names."""
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             created: dict[str, int] = {}
@@ -472,7 +477,6 @@ class Store:
                     created[name] = slot
                 slots[i] = slot
             result.created += sum(1 for s in created.values() if s >= 0)
-        return slots
 
     def _point_slots(self, batch: WriteBatch, keep: np.ndarray | None, result: WriteResult) -> np.ndarray:
         """The slot of every kept point (``keep``: indices, or None for all)."""
@@ -500,7 +504,11 @@ class Store:
             needed = np.zeros(len(names), dtype=bool)
             needed[per_point] = True
             missing = np.flatnonzero(unknown & needed)
-            name_slots[missing] = self._slots([names[i] for i in missing.tolist()], result)
+            # Unknown to the table is unknown to the index: create them without a second lookup.
+            decoded = names.tolist() if 8 * len(missing) > len(names) else names
+            created = np.full(len(missing), -1, dtype=np.int64)
+            self._create_missing([decoded[i] for i in missing.tolist()], created, result)
+            name_slots[missing] = created
         return name_slots[per_point]
 
     def write(

@@ -192,7 +192,9 @@ class CarbonSite:
             "--debug", "--config", str(self.carbon_conf), "--instance", name, "start"
         )
         started = self.spawn(command, f"cache-{name}")
+        # carbon opens its listeners one after the other: wait for every one the tests use
         wait_listening(self.instances[name].line_port, started.check_running)
+        wait_listening(self.instances[name].pickle_port, started.check_running)
         return started
 
     def start_relay(self) -> CarbonProcess:
@@ -207,7 +209,8 @@ class CarbonSite:
             "start",
         ]
         started = self.spawn(command, "relay")
-        wait_listening(self.relay_ports[0], started.check_running)
+        for port in self.relay_ports:
+            wait_listening(port, started.check_running)
         return started
 
     def stop_all(self) -> None:

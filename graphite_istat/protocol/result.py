@@ -68,26 +68,18 @@ def concat_batches(batches: Sequence[WriteBatch]) -> WriteBatch:
         return batches[0]
     timestamps = np.concatenate([batch.timestamps for batch in batches])
     values = np.concatenate([batch.values for batch in batches])
-    if all(isinstance(batch.names, EncodedNames) for batch in batches):
-        ids = []
-        offset = 0
-        for batch in batches:
-            own = batch.name_ids if batch.name_ids is not None else np.arange(len(batch.names))
-            ids.append(own + offset)
-            offset += len(batch.names)
-        joined = EncodedNames.concat([batch.names for batch in batches])  # type: ignore[misc]
-        return WriteBatch(joined, timestamps, values, np.concatenate(ids).astype(np.int64))
-    names: list[str] = []
-    if all(batch.name_ids is None for batch in batches):
-        for batch in batches:
-            names.extend(batch.names)
-        return WriteBatch(names, timestamps, values)
-    ids = []
+    encoded = all(isinstance(batch.names, EncodedNames) for batch in batches)
+    if not encoded and all(batch.name_ids is None for batch in batches):
+        return WriteBatch([name for batch in batches for name in batch.names], timestamps, values)
+    ids, offset = [], 0
     for batch in batches:
-        offset = len(names)
-        names.extend(batch.names)
         own = batch.name_ids if batch.name_ids is not None else np.arange(len(batch.names))
         ids.append(own + offset)
+        offset += len(batch.names)
+    if encoded:
+        names: Sequence[str] = EncodedNames.concat([batch.names for batch in batches])  # type: ignore[misc]
+    else:
+        names = [name for batch in batches for name in batch.names]
     return WriteBatch(names, timestamps, values, np.concatenate(ids).astype(np.int64))
 
 

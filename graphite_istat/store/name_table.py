@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from .batch import EncodedNames
 from .kernels import prefetch
 
 EMPTY = -1
@@ -175,10 +176,8 @@ def _remove(table, entries, keys, hashes, data, starts, ends) -> int:
 
 def encode_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bytes, starts, ends) of names as UTF-8: name i is bytes[starts[i]:ends[i]]."""
-    encoded = [name.encode("utf-8") for name in names]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets[:-1], offsets[1:]
+    encoded = EncodedNames.from_strings(names)
+    return encoded.data, encoded.offsets[:-1], encoded.offsets[1:]
 
 
 def join_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

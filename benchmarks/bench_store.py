@@ -348,13 +348,13 @@ def write_phase(
             "whisper: wall time per update_many",
         )
     table.add(
-        "  istat name table, made on first use",
+        "  istat name table, new names added",
         fmt_seconds(table_build.wall),
         "",
         "",
         "",
         "",
-        f"the {n:,} names' bytes, before the first batch of names as bytes",
+        f"the {n:,} names the first write created, added to the byte table at the next lookup",
     )
     table.add(
         "create metrics (per metric)",
